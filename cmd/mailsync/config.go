@@ -1,0 +1,197 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Config is every setting of the mailsync command, read once from defaults,
+// then MAILSYNC_* environment variables, then flags.
+type Config struct {
+	Listen          string
+	DataDir         string
+	DB              string
+	SecretKey       string // base64; from the environment only, never a flag
+	SecretKeyFile   string
+	AllowHosts      string
+	AdminEmail      string
+	LogLevel        string
+	LogFormat       string
+	ShutdownTimeout time.Duration
+}
+
+// setting is one configurable value: its flag, its environment variable,
+// its default and where it lands in Config.
+type setting struct {
+	flag string // "" = environment only
+	env  string
+	def  string
+	help string
+	dst  any // *string, *bool, *int, *time.Duration
+}
+
+func commonSettings(c *Config) []setting {
+	return []setting{
+		{"data-dir", "MAILSYNC_DATA_DIR", "./data", "folder for the embedded database and the generated secret key", &c.DataDir},
+		{"db", "MAILSYNC_DB", "sqlite://<data-dir>/mailsync.db", "database: sqlite://PATH or postgres://USER@HOST:PORT/DB?sslmode=…", &c.DB},
+		{"", "MAILSYNC_SECRET_KEY", "", "base64 AES-256 key sealing stored credentials (environment only)", &c.SecretKey},
+		{"secret-key-file", "MAILSYNC_SECRET_KEY_FILE", "<data-dir>/secret.key", "file holding the base64 key; created on the first start with the embedded database", &c.SecretKeyFile},
+		{"log-level", "MAILSYNC_LOG_LEVEL", "info", "debug, info, warn or error", &c.LogLevel},
+		{"log-format", "MAILSYNC_LOG_FORMAT", "text", "text or json", &c.LogFormat},
+	}
+}
+
+func serveSettings(c *Config) []setting {
+	return append([]setting{
+		{"listen", "MAILSYNC_LISTEN", "127.0.0.1:8080", "address of the HTTP API", &c.Listen},
+		{"allow-hosts", "MAILSYNC_ALLOW_HOSTS", "", "comma-separated address ranges (CIDR) that user-named mail hosts may resolve to although private or loopback", &c.AllowHosts},
+		{"admin-email", "MAILSYNC_ADMIN_EMAIL", "admin@localhost", "address of the admin created on the first start", &c.AdminEmail},
+		{"shutdown-timeout", "MAILSYNC_SHUTDOWN_TIMEOUT", "15s", "how long in-flight requests and work may take to finish at shutdown", &c.ShutdownTimeout},
+	}, commonSettings(c)...)
+}
+
+// parseConfig fills c from defaults, the environment and args, and returns
+// the arguments left after the flags.
+func parseConfig(name string, settings []setting, args []string, getenv func(string) string, stderr io.Writer) ([]string, error) {
+	fs := flag.NewFlagSet("mailsync "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	for _, s := range settings {
+		def := s.def
+		if strings.Contains(def, "<") { // derived later, in finish
+			def = ""
+		}
+		if err := setValue(s.dst, def); err != nil {
+			return nil, fmt.Errorf("default of %s: %w", s.env, err)
+		}
+		if v := getenv(s.env); v != "" {
+			if err := setValue(s.dst, v); err != nil {
+				return nil, fmt.Errorf("%s: %w", s.env, err)
+			}
+		}
+		if s.flag != "" {
+			fs.Var(&flagValue{dst: s.dst}, s.flag, s.help)
+		}
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: mailsync %s [flags]\n\nSettings (flag, environment variable, default):\n", name)
+		tw := tabwriter.NewWriter(stderr, 2, 4, 2, ' ', 0)
+		for _, s := range settings {
+			f := "-" + s.flag
+			if s.flag == "" {
+				f = "(env only)"
+			}
+			def := s.def
+			if def == "" {
+				def = `""`
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", f, s.env, def, s.help)
+		}
+		tw.Flush()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	return fs.Args(), nil
+}
+
+// finish derives the settings that depend on others.
+func (c *Config) finish() {
+	if c.DB == "" {
+		c.DB = "sqlite://" + filepath.Join(c.DataDir, "mailsync.db")
+	}
+}
+
+// defaultKeyFile is where the embedded set-up keeps its generated key.
+func (c *Config) defaultKeyFile() string { return filepath.Join(c.DataDir, "secret.key") }
+
+// embedded reports whether the database is the default SQLite file, the one
+// set-up where mailsync may generate its own key.
+func (c *Config) embedded() bool { return strings.HasPrefix(c.DB, "sqlite://") }
+
+type flagValue struct{ dst any }
+
+func (f *flagValue) String() string {
+	if f == nil || f.dst == nil {
+		return ""
+	}
+	switch d := f.dst.(type) {
+	case *string:
+		return *d
+	case *bool:
+		return strconv.FormatBool(*d)
+	case *int:
+		return strconv.Itoa(*d)
+	case *time.Duration:
+		return d.String()
+	}
+	return ""
+}
+
+func (f *flagValue) Set(v string) error { return setValue(f.dst, v) }
+
+func (f *flagValue) IsBoolFlag() bool { _, ok := f.dst.(*bool); return ok }
+
+func setValue(dst any, v string) error {
+	switch d := dst.(type) {
+	case *string:
+		*d = v
+	case *bool:
+		if v == "" {
+			*d = false
+			return nil
+		}
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", v)
+		}
+		*d = b
+	case *int:
+		if v == "" {
+			*d = 0
+			return nil
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("%q is not a whole number", v)
+		}
+		*d = n
+	case *time.Duration:
+		if v == "" {
+			*d = 0
+			return nil
+		}
+		t, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("%q is not a duration such as 30s or 5m", v)
+		}
+		*d = t
+	default:
+		return errors.New("unsupported setting type")
+	}
+	return nil
+}
+
+// newLogger builds the process logger from the config.
+func newLogger(c *Config, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return nil, fmt.Errorf("MAILSYNC_LOG_LEVEL %q: want debug, info, warn or error", c.LogLevel)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch c.LogFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("MAILSYNC_LOG_FORMAT %q: want text or json", c.LogFormat)
+	}
+}

@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/mailsync/mailsync/api"
+	"github.com/mailsync/mailsync/internal/netguard"
+	"github.com/mailsync/mailsync/internal/store"
+	"github.com/mailsync/mailsync/internal/users"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// worker is a background loop that runs until its context ends.
+type worker interface {
+	Name() string
+	Run(ctx context.Context) error
+}
+
+func cmdServe(ctx context.Context, e env, args []string) error {
+	var cfg Config
+	rest, err := parseConfig("serve", serveSettings(&cfg), args, e.getenv, e.stderr)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return usageError{fmt.Sprintf("serve takes no arguments, got %q", rest)}
+	}
+	cfg.finish()
+	log, err := newLogger(&cfg, e.stderr)
+	if err != nil {
+		return err
+	}
+	if _, err := netguard.ParseAllowList(cfg.AllowHosts); err != nil {
+		return fmt.Errorf("MAILSYNC_ALLOW_HOSTS: %w", err)
+	}
+
+	db, err := openDB(ctx, &cfg, log)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if _, err := openBox(ctx, &cfg, db, log); err != nil {
+		return err
+	}
+	userStore := users.New(db)
+	admin, token, created, err := userStore.Bootstrap(ctx, cfg.AdminEmail)
+	if err != nil {
+		return fmt.Errorf("create the first admin: %w", err)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	srv := api.New(api.Deps{Logger: log, Users: userStore, Ready: db, Registry: reg, Version: version})
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s (MAILSYNC_LISTEN): %w", cfg.Listen, err)
+	}
+	httpSrv := &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       2 * time.Minute,
+		WriteTimeout:      2 * time.Minute,
+		IdleTimeout:       2 * time.Minute,
+	}
+
+	fmt.Fprintf(e.stdout, "mailsync %s listening on http://%s\n", version, ln.Addr())
+	fmt.Fprintf(e.stdout, "database: %s\n", store.RedactDSN(cfg.DB))
+	if created {
+		fmt.Fprintf(e.stdout, "first start: created the admin %s; its API token, shown only now:\n  %s\n", admin.Email, token.Reveal())
+		fmt.Fprintf(e.stdout, "data directory: %s (keep secret.key safe: it unlocks the stored passwords)\n", cfg.DataDir)
+	}
+
+	// Ordered shutdown: stop accepting and finish requests, then stop the
+	// workers, then close the database (deferred above).
+	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWork()
+	var workers []worker
+	var wg sync.WaitGroup
+	for _, w := range workers {
+		wg.Go(func() {
+			if err := w.Run(workCtx); err != nil && !errors.Is(err, context.Canceled) {
+				log.Error("worker stopped", "worker", w.Name(), "error", err)
+			}
+		})
+	}
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- httpSrv.Serve(ln) }()
+	log.Info("serving", "addr", ln.Addr().String(), "version", version)
+
+	select {
+	case err := <-serveErr:
+		stopWork()
+		wg.Wait()
+		return fmt.Errorf("http server: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
+	shutCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := httpSrv.Shutdown(shutCtx); err != nil {
+		log.Warn("in-flight requests cut at shutdown", "error", err)
+		httpSrv.Close()
+	}
+	<-serveErr
+	stopWork()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-shutCtx.Done():
+		log.Warn("workers did not stop within the shutdown timeout")
+	}
+	log.Info("stopped")
+	return nil
+}

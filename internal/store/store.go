@@ -1,0 +1,183 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/glebarez/sqlite"
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+)
+
+// Dialect names the database behind a DB.
+type Dialect string
+
+// The two dialects mailsync runs on.
+const (
+	SQLite   Dialect = "sqlite"
+	Postgres Dialect = "postgres"
+)
+
+// DB is an open database.
+type DB struct {
+	Gorm    *gorm.DB
+	Dialect Dialect
+	sql     *sql.DB
+}
+
+// Options tune Open. The zero value is fine.
+type Options struct {
+	Logger *slog.Logger
+	// SlowQuery is the duration above which a query is logged at warn level
+	// (default 1 s).
+	SlowQuery time.Duration
+	// MaxOpenConns caps the pool (default 16 on PostgreSQL, 8 on SQLite).
+	MaxOpenConns int
+}
+
+// Open connects to the database named by dsn: sqlite://PATH (relative or
+// absolute; its folder is created) or postgres://… / postgresql://….
+func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	slow := opts.SlowQuery
+	if slow == 0 {
+		slow = time.Second
+	}
+	cfg := &gorm.Config{
+		TranslateError:         true,
+		Logger:                 newGormLogger(log, slow),
+		NowFunc:                func() time.Time { return time.Now().UTC() },
+		DisableAutomaticPing:   true,
+		SkipDefaultTransaction: false,
+	}
+	var (
+		dialector gorm.Dialector
+		dialect   Dialect
+		maxConns  = opts.MaxOpenConns
+	)
+	switch {
+	case strings.HasPrefix(dsn, "sqlite://"):
+		path := strings.TrimPrefix(dsn, "sqlite://")
+		if path == "" || strings.Contains(path, "?") || path == ":memory:" {
+			return nil, fmt.Errorf("MAILSYNC_DB %q: want sqlite://PATH to a database file", dsn)
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return nil, fmt.Errorf("create database folder: %w", err)
+		}
+		dialect, dialector = SQLite, sqlite.Open(sqliteDSN(path))
+		if maxConns == 0 {
+			maxConns = 8
+		}
+	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
+		if _, err := url.Parse(dsn); err != nil {
+			return nil, fmt.Errorf("MAILSYNC_DB: not a PostgreSQL URL: %w", redactURLError(err))
+		}
+		dialect, dialector = Postgres, postgres.Open(dsn)
+		if maxConns == 0 {
+			maxConns = 16
+		}
+	default:
+		return nil, fmt.Errorf("MAILSYNC_DB %q: want sqlite://PATH or postgres://URL", RedactDSN(dsn))
+	}
+	g, err := gorm.Open(dialector, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open %s database: %w", dialect, err)
+	}
+	sqlDB, err := g.DB()
+	if err != nil {
+		return nil, fmt.Errorf("open %s database: %w", dialect, err)
+	}
+	sqlDB.SetMaxOpenConns(maxConns)
+	sqlDB.SetMaxIdleConns(maxConns)
+	sqlDB.SetConnMaxIdleTime(5 * time.Minute)
+	db := &DB{Gorm: g, Dialect: dialect, sql: sqlDB}
+	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := db.Ping(pingCtx); err != nil {
+		sqlDB.Close()
+		return nil, fmt.Errorf("connect to %s database: %w", dialect, err)
+	}
+	return db, nil
+}
+
+// sqliteDSN adds the pragmas every connection needs. _txlock=immediate makes
+// each transaction take the write lock when it begins, so two read-then-write
+// transactions never deadlock into "database is locked".
+func sqliteDSN(path string) string {
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Add("_pragma", "synchronous(NORMAL)")
+	q.Set("_txlock", "immediate")
+	return path + "?" + q.Encode()
+}
+
+// WithContext returns a gorm session bound to ctx: the way every query starts.
+func (db *DB) WithContext(ctx context.Context) *gorm.DB { return db.Gorm.WithContext(ctx) }
+
+// Ping checks the database answers.
+func (db *DB) Ping(ctx context.Context) error { return db.sql.PingContext(ctx) }
+
+// Close closes the pool.
+func (db *DB) Close() error { return db.sql.Close() }
+
+// Ready reports whether the database answers and carries every migration.
+func (db *DB) Ready(ctx context.Context) error {
+	if err := db.Ping(ctx); err != nil {
+		return fmt.Errorf("database unreachable: %w", err)
+	}
+	v, err := db.SchemaVersion(ctx)
+	if err != nil {
+		return err
+	}
+	if want := LatestVersion(); v != want {
+		return fmt.Errorf("database schema at version %d, want %d", v, want)
+	}
+	return nil
+}
+
+// IsNotFound reports whether err is gorm's record-not-found.
+func IsNotFound(err error) bool { return errors.Is(err, gorm.ErrRecordNotFound) }
+
+// IsDuplicate reports whether err is a unique-constraint violation.
+func IsDuplicate(err error) bool { return errors.Is(err, gorm.ErrDuplicatedKey) }
+
+// RedactDSN shows a DSN without its password.
+func RedactDSN(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		if i := strings.Index(dsn, "://"); i >= 0 {
+			return dsn[:i+3] + "…"
+		}
+		return "…"
+	}
+	if u.User != nil {
+		u.User = url.User(u.User.Username())
+	}
+	if q := u.Query(); q.Has("password") {
+		q.Set("password", "redacted")
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
+}
+
+// redactURLError drops the URL from a url.Error, which would show a password.
+func redactURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
