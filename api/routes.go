@@ -9,5 +9,16 @@ func (s *Server) routeTable() []route {
 		{Method: "GET", Path: "/readyz", Access: Public, raw: http.HandlerFunc(s.readyz)},
 		{Method: "GET", Path: "/metrics", Access: Public, raw: s.metricsHandler()},
 		{Method: "GET", Path: "/api/v1/me", Access: User, handle: s.me},
+
+		{Method: "GET", Path: "/api/v1/smtp-accounts", Access: Admin, handle: s.listAccounts},
+		{Method: "POST", Path: "/api/v1/smtp-accounts", Access: Admin, handle: s.createAccount},
+		{Method: "POST", Path: "/api/v1/smtp-accounts/check", Access: Admin, handle: s.checkAccount},
+		{Method: "GET", Path: "/api/v1/smtp-accounts/{id}", Access: Admin, handle: s.getAccount},
+		{Method: "PATCH", Path: "/api/v1/smtp-accounts/{id}", Access: Admin, handle: s.updateAccount},
+		{Method: "DELETE", Path: "/api/v1/smtp-accounts/{id}", Access: Admin, handle: s.deleteAccount},
+
+		{Method: "POST", Path: "/api/v1/outbox", Access: User, handle: s.submit},
+		{Method: "GET", Path: "/api/v1/outbox/{id}", Access: User, handle: s.getOutbox},
+		{Method: "GET", Path: "/api/v1/send-log", Access: User, handle: s.listLog},
 	}
 }

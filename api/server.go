@@ -31,15 +31,16 @@ type Deps struct {
 	Logger   *slog.Logger
 	Users    Authenticator
 	Ready    Readiness
+	Outgoing Outgoing
 	Registry *prometheus.Registry // where metrics are registered and gathered from
 	Version  string
 }
 
 // Server serves the API.
 type Server struct {
-	log     *slog.Logger
-	deps    Deps
-	mux     *http.ServeMux
+	log      *slog.Logger
+	deps     Deps
+	mux      *http.ServeMux
 	routes   []route
 	metrics  *httpMetrics
 	fallback http.Handler

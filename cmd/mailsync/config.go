@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -26,6 +27,14 @@ type Config struct {
 	LogLevel        string
 	LogFormat       string
 	ShutdownTimeout time.Duration
+
+	ExtraCAFile         string
+	HelloName           string
+	CheckTimeout        time.Duration
+	MaxMessageBytes     int
+	MaxQueueAge         time.Duration
+	OutboxLease         time.Duration
+	SMTPConnsPerAccount int
 }
 
 // setting is one configurable value: its flag, its environment variable,
@@ -55,6 +64,13 @@ func serveSettings(c *Config) []setting {
 		{"allow-hosts", "MAILSYNC_ALLOW_HOSTS", "", "comma-separated address ranges (CIDR) that user-named mail hosts may resolve to although private or loopback", &c.AllowHosts},
 		{"admin-email", "MAILSYNC_ADMIN_EMAIL", "admin@localhost", "address of the admin created on the first start", &c.AdminEmail},
 		{"shutdown-timeout", "MAILSYNC_SHUTDOWN_TIMEOUT", "15s", "how long in-flight requests and work may take to finish at shutdown", &c.ShutdownTimeout},
+		{"extra-ca-file", "MAILSYNC_EXTRA_CA_FILE", "", "PEM certificates trusted besides the system roots when verifying mail servers", &c.ExtraCAFile},
+		{"helo-name", "MAILSYNC_HELO_NAME", "<hostname>", "name mailsync gives in EHLO", &c.HelloName},
+		{"check-timeout", "MAILSYNC_CHECK_TIMEOUT", "15s", "bound on one whole SMTP or IMAP check", &c.CheckTimeout},
+		{"max-message-bytes", "MAILSYNC_MAX_MESSAGE_BYTES", "26214400", "largest message accepted for sending (25 MiB)", &c.MaxMessageBytes},
+		{"max-queue-age", "MAILSYNC_MAX_QUEUE_AGE", "72h", "how long a message is retried before it fails", &c.MaxQueueAge},
+		{"outbox-lease", "MAILSYNC_OUTBOX_LEASE", "2m", "lease on a message being sent; after it runs out another instance takes the message over", &c.OutboxLease},
+		{"smtp-conns-per-account", "MAILSYNC_SMTP_CONNS_PER_ACCOUNT", "2", "concurrent SMTP connections per sending account", &c.SMTPConnsPerAccount},
 	}, commonSettings(c)...)
 }
 
@@ -106,6 +122,12 @@ func parseConfig(name string, settings []setting, args []string, getenv func(str
 func (c *Config) finish() {
 	if c.DB == "" {
 		c.DB = "sqlite://" + filepath.Join(c.DataDir, "mailsync.db")
+	}
+	if c.HelloName == "" {
+		c.HelloName, _ = os.Hostname()
+		if c.HelloName == "" {
+			c.HelloName = "localhost"
+		}
 	}
 }
 

@@ -46,8 +46,9 @@ func (o *output) String() string {
 }
 
 // waitFor blocks until re matches the output, and returns the submatches.
-// When done yields, the program exited first: the test fails showing stderr.
-func (o *output) waitFor(t *testing.T, re *regexp.Regexp, done <-chan int, stderr *output) []string {
+// When done is closed, the program exited first: the test fails showing
+// stderr.
+func (o *output) waitFor(t *testing.T, re *regexp.Regexp, done <-chan struct{}, stderr *output) []string {
 	t.Helper()
 	timeout := time.After(30 * time.Second)
 	for {
@@ -60,8 +61,8 @@ func (o *output) waitFor(t *testing.T, re *regexp.Regexp, done <-chan int, stder
 		}
 		select {
 		case <-ch:
-		case code := <-done:
-			t.Fatalf("mailsync exited with %d before printing %s; output:\n%s\nstderr:\n%s", code, re, o, stderr)
+		case <-done:
+			t.Fatalf("mailsync exited before printing %s; output:\n%s\nstderr:\n%s", re, o, stderr)
 		case <-timeout:
 			t.Fatalf("mailsync did not print %s within 30 s; output:\n%s", re, o.String())
 		}
@@ -86,13 +87,16 @@ func startServe(t *testing.T, vars map[string]string) *instance {
 	ctx, cancel := context.WithCancel(context.Background())
 	stdout, stderr := newOutput(), newOutput()
 	getenv := func(k string) string { return vars[k] }
-	done := make(chan int, 1)
-	go func() { done <- run(ctx, []string{"serve", "-listen", "127.0.0.1:0"}, strings.NewReader(""), stdout, stderr, getenv) }()
-	m := stdout.waitFor(t, listenRE, done, stderr)
-	var once sync.Once
+	done := make(chan struct{})
 	code := 0
+	go func() {
+		defer close(done)
+		code = run(ctx, []string{"serve", "-listen", "127.0.0.1:0"}, strings.NewReader(""), stdout, stderr, getenv)
+	}()
+	m := stdout.waitFor(t, listenRE, done, stderr)
 	stop := func() int {
-		once.Do(func() { cancel(); code = <-done })
+		cancel()
+		<-done
 		return code
 	}
 	t.Cleanup(func() { stop() })
@@ -315,11 +319,11 @@ func TestTwoServeProcessesOnOnePostgres(t *testing.T) {
 		cmd    *exec.Cmd
 		stdout *output
 		stderr *output
-		done   chan int
+		done   chan struct{}
 	}
 	procs := make([]*proc, 2)
 	for i := range procs {
-		p := &proc{stdout: newOutput(), stderr: newOutput(), done: make(chan int, 1)}
+		p := &proc{stdout: newOutput(), stderr: newOutput(), done: make(chan struct{})}
 		p.cmd = exec.Command(bin, "serve", "-listen", "127.0.0.1:0")
 		p.cmd.Env = append(os.Environ(), "MAILSYNC_DB="+dsn, "MAILSYNC_SECRET_KEY="+key,
 			"MAILSYNC_DATA_DIR="+t.TempDir(), "MAILSYNC_LOG_LEVEL=info")
@@ -331,7 +335,7 @@ func TestTwoServeProcessesOnOnePostgres(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { p.cmd.Process.Kill(); <-p.done })
-		go func() { p.cmd.Wait(); p.done <- p.cmd.ProcessState.ExitCode() }()
+		go func() { p.cmd.Wait(); close(p.done) }()
 	}
 	applied, tokens := 0, 0
 	for i, p := range procs {

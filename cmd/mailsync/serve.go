@@ -13,6 +13,7 @@ import (
 	"github.com/mailsync/mailsync/internal/netguard"
 	"github.com/mailsync/mailsync/internal/store"
 	"github.com/mailsync/mailsync/internal/users"
+	"github.com/mailsync/mailsync/outgoing"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -37,8 +38,13 @@ func cmdServe(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := netguard.ParseAllowList(cfg.AllowHosts); err != nil {
+	allow, err := netguard.ParseAllowList(cfg.AllowHosts)
+	if err != nil {
 		return fmt.Errorf("MAILSYNC_ALLOW_HOSTS: %w", err)
+	}
+	roots, err := outgoing.LoadRootCAs(cfg.ExtraCAFile)
+	if err != nil {
+		return fmt.Errorf("MAILSYNC_EXTRA_CA_FILE: %w", err)
 	}
 
 	db, err := openDB(ctx, &cfg, log)
@@ -46,7 +52,8 @@ func cmdServe(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	defer db.Close()
-	if _, err := openBox(ctx, &cfg, db, log); err != nil {
+	box, err := openBox(ctx, &cfg, db, log)
+	if err != nil {
 		return err
 	}
 	userStore := users.New(db)
@@ -57,7 +64,23 @@ func cmdServe(ctx context.Context, e env, args []string) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	srv := api.New(api.Deps{Logger: log, Users: userStore, Ready: db, Registry: reg, Version: version})
+	network := &outgoing.Network{
+		Dialer:    &netguard.Dialer{Allow: allow},
+		RootCAs:   roots,
+		HelloName: cfg.HelloName,
+		Logger:    log,
+	}
+	out := outgoing.NewService(outgoing.Deps{
+		DB: db, Box: box, Network: network, Logger: log, Metrics: outgoing.NewMetrics(reg),
+	}, outgoing.Config{
+		CheckTimeout:     cfg.CheckTimeout,
+		MaxMessageBytes:  int64(cfg.MaxMessageBytes),
+		MaxQueueAge:      cfg.MaxQueueAge,
+		LeaseTTL:         cfg.OutboxLease,
+		MaxConnsPerRoute: cfg.SMTPConnsPerAccount,
+	})
+	out.RegisterQueueGauge(reg)
+	srv := api.New(api.Deps{Logger: log, Users: userStore, Ready: db, Outgoing: out, Registry: reg, Version: version})
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -82,7 +105,7 @@ func cmdServe(ctx context.Context, e env, args []string) error {
 	// workers, then close the database (deferred above).
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWork()
-	var workers []worker
+	workers := []worker{out.NewWorker()}
 	var wg sync.WaitGroup
 	for _, w := range workers {
 		wg.Go(func() {

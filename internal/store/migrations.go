@@ -25,6 +25,88 @@ func migrations() []Migration {
 			`CREATE UNIQUE INDEX api_tokens_hash ON api_tokens (hash)`,
 			`CREATE INDEX api_tokens_user ON api_tokens (user_id)`,
 		}},
+		{Version: 2, Name: "system SMTP accounts, outbox and send log", Statements: []string{
+			`CREATE TABLE smtp_accounts (
+				id {id},
+				active BOOLEAN NOT NULL DEFAULT TRUE,
+				sender_name TEXT NOT NULL DEFAULT '',
+				email TEXT NOT NULL,
+				host TEXT NOT NULL,
+				port INTEGER NOT NULL,
+				security TEXT NOT NULL,
+				auth TEXT NOT NULL,
+				login TEXT NOT NULL DEFAULT '',
+				password TEXT NOT NULL DEFAULT '',
+				shared_with_users BOOLEAN NOT NULL DEFAULT FALSE,
+				daily_limit INTEGER NOT NULL DEFAULT 0,
+				checked_at {time},
+				check_ok BOOLEAN NOT NULL DEFAULT FALSE,
+				check_step TEXT NOT NULL DEFAULT '',
+				check_code TEXT NOT NULL DEFAULT '',
+				auth_failed BOOLEAN NOT NULL DEFAULT FALSE,
+				created_at {time} NOT NULL,
+				updated_at {time} NOT NULL)`,
+			`CREATE UNIQUE INDEX smtp_accounts_email ON smtp_accounts (lower(email))`,
+			// outbox holds every accepted message until it ends sent, failed
+			// or unknown. raw is the exact RFC 5322 message sent on every
+			// attempt (its Message-ID fixed at submit time). A row is claimed
+			// by setting status 'sending' with a lease; a lease that runs out
+			// means its holder died and the row may be claimed again.
+			// next_attempt_at NULL means no attempt is scheduled (final).
+			`CREATE TABLE outbox (
+				id {id},
+				message_id TEXT NOT NULL,
+				user_id BIGINT REFERENCES users (id) ON DELETE SET NULL,
+				route_kind TEXT NOT NULL,
+				route_id BIGINT NOT NULL,
+				from_addr TEXT NOT NULL,
+				envelope_from TEXT NOT NULL,
+				recipients TEXT NOT NULL,
+				subject TEXT NOT NULL DEFAULT '',
+				raw {blob} NOT NULL,
+				size BIGINT NOT NULL,
+				status TEXT NOT NULL,
+				attempts INTEGER NOT NULL DEFAULT 0,
+				unknown_count INTEGER NOT NULL DEFAULT 0,
+				next_attempt_at {time},
+				lease_owner TEXT NOT NULL DEFAULT '',
+				lease_until {time},
+				last_step TEXT NOT NULL DEFAULT '',
+				last_code INTEGER NOT NULL DEFAULT 0,
+				last_reply TEXT NOT NULL DEFAULT '',
+				last_error TEXT NOT NULL DEFAULT '',
+				crm_entity_type TEXT NOT NULL DEFAULT '',
+				crm_entity_id TEXT NOT NULL DEFAULT '',
+				created_at {time} NOT NULL,
+				updated_at {time} NOT NULL,
+				sent_at {time})`,
+			`CREATE INDEX outbox_due ON outbox (status, next_attempt_at)`,
+			`CREATE INDEX outbox_lease ON outbox (status, lease_until)`,
+			`CREATE INDEX outbox_user ON outbox (user_id)`,
+			// send_log has one row per attempt; it outlives the outbox row.
+			`CREATE TABLE send_log (
+				id {id},
+				outbox_id BIGINT NOT NULL,
+				message_id TEXT NOT NULL,
+				user_id BIGINT,
+				route_kind TEXT NOT NULL,
+				route_id BIGINT NOT NULL,
+				account_email TEXT NOT NULL DEFAULT '',
+				from_addr TEXT NOT NULL,
+				recipients TEXT NOT NULL,
+				subject TEXT NOT NULL DEFAULT '',
+				status TEXT NOT NULL,
+				step TEXT NOT NULL DEFAULT '',
+				code INTEGER NOT NULL DEFAULT 0,
+				reply TEXT NOT NULL DEFAULT '',
+				duration_ms BIGINT NOT NULL DEFAULT 0,
+				crm_entity_type TEXT NOT NULL DEFAULT '',
+				crm_entity_id TEXT NOT NULL DEFAULT '',
+				created_at {time} NOT NULL)`,
+			`CREATE INDEX send_log_created ON send_log (created_at)`,
+			`CREATE INDEX send_log_route ON send_log (route_kind, route_id, status, created_at)`,
+			`CREATE INDEX send_log_user ON send_log (user_id, created_at)`,
+		}},
 	}
 }
 
@@ -39,5 +121,7 @@ type SecretColumn struct {
 // SecretColumns lists every sealed column; RotateKey walks it. A migration
 // that adds a sealed column adds it here too.
 func SecretColumns() []SecretColumn {
-	return []SecretColumn{}
+	return []SecretColumn{
+		{Table: "smtp_accounts", Column: "password"},
+	}
 }

@@ -32,31 +32,35 @@ func (e *WrongKeyError) Error() string {
 
 // CheckKey proves that box opens this database's secrets: the first time it
 // stores a sealed check value, later it opens it. source names where the key
-// came from, for the error.
+// came from, for the error. Instances starting at once agree on one check
+// value: the first insert wins and every instance then opens that one.
 func (db *DB) CheckKey(ctx context.Context, box *secret.Box, source string) error {
-	return db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		var rows []string
-		if err := tx.Raw("SELECT value FROM meta WHERE key = ?", secretCheckKey).Scan(&rows).Error; err != nil {
-			return fmt.Errorf("read secret check: %w", err)
+	g := db.WithContext(ctx)
+	sealed, err := box.Seal(secretCheckValue, secretCheckAAD)
+	if err != nil {
+		return err
+	}
+	if err := g.Clauses(clause.OnConflict{DoNothing: true}).Table("meta").
+		Create(map[string]any{"key": secretCheckKey, "value": sealed}).Error; err != nil {
+		return fmt.Errorf("store secret check: %w", err)
+	}
+	var rows []string
+	if err := g.Raw("SELECT value FROM meta WHERE key = ?", secretCheckKey).Scan(&rows).Error; err != nil {
+		return fmt.Errorf("read secret check: %w", err)
+	}
+	if len(rows) == 0 {
+		return errors.New("secret check row vanished")
+	}
+	want, _ := secret.KeyID(rows[0])
+	got, err := box.Open(rows[0], secretCheckAAD)
+	if err != nil || got.Reveal() != secretCheckValue {
+		msg := "start with the key the database was created with, or restore it"
+		if !errors.Is(err, secret.ErrUnknownKey) {
+			msg = "the stored check value does not open"
 		}
-		if len(rows) == 0 {
-			sealed, err := box.Seal(secretCheckValue, secretCheckAAD)
-			if err != nil {
-				return err
-			}
-			return tx.Exec("INSERT INTO meta (key, value) VALUES (?, ?)", secretCheckKey, sealed).Error
-		}
-		want, _ := secret.KeyID(rows[0])
-		got, err := box.Open(rows[0], secretCheckAAD)
-		if err != nil || got.Reveal() != secretCheckValue {
-			msg := "start with the key the database was created with, or restore it"
-			if !errors.Is(err, secret.ErrUnknownKey) {
-				msg = "the stored check value does not open"
-			}
-			return &WrongKeyError{Source: source, Have: box.PrimaryID(), Want: want, Message: msg}
-		}
-		return nil
-	})
+		return &WrongKeyError{Source: source, Have: box.PrimaryID(), Want: want, Message: msg}
+	}
+	return nil
 }
 
 // RotateKey re-seals every value in cols (normally SecretColumns()) and the

@@ -144,13 +144,13 @@ func TestIMAPServerKick(t *testing.T) {
 }
 
 // TestIMAPServerCleanupClosesEverything: the subtest's Cleanup fails it if
-// a session outlives the server; afterwards the port refuses connections.
+// a session outlives the server. (Whether the port refuses connections
+// afterwards is not asserted: another test may already have been given the
+// same ephemeral port.)
 func TestIMAPServerCleanupClosesEverything(t *testing.T) {
 	t.Parallel()
-	var addr string
 	t.Run("run", func(t *testing.T) {
 		s := StartIMAP(t, nil)
-		addr = s.Addr()
 		c := s.Client(t)
 		if _, err := c.Select("INBOX", nil).Wait(); err != nil {
 			t.Fatalf("SELECT: %v", err)
@@ -162,10 +162,6 @@ func TestIMAPServerCleanupClosesEverything(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = raw.Close() })
 	})
-	if conn, err := net.Dial("tcp", addr); err == nil {
-		conn.Close()
-		t.Errorf("after Cleanup, %s still accepts connections", addr)
-	}
 }
 
 func imapAppend(t *testing.T, c *imapclient.Client, folder, msg string) imap.UID {

@@ -1,0 +1,176 @@
+package outgoing
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/mailsync/mailsync/internal/apperr"
+	"github.com/mailsync/mailsync/internal/store"
+)
+
+// Message statuses.
+const (
+	StatusQueued  = "queued"
+	StatusSending = "sending"
+	StatusSent    = "sent"
+	StatusFailed  = "failed"
+	StatusUnknown = "unknown" // the reply to the final dot was lost: maybe delivered
+)
+
+// OutboxMessage is one accepted message and where it stands.
+type OutboxMessage struct {
+	ID            int64
+	MessageID     string
+	UserID        *int64
+	RouteKind     string
+	RouteID       int64
+	FromAddr      string
+	EnvelopeFrom  string
+	Recipients    string // JSON array of addresses
+	Subject       string
+	Raw           []byte
+	Size          int64
+	Status        string
+	Attempts      int
+	UnknownCount  int
+	NextAttemptAt *time.Time
+	LeaseOwner    string
+	LeaseUntil    *time.Time
+	LastStep      string
+	LastCode      int
+	LastReply     string
+	LastError     string
+	CrmEntityType string
+	CrmEntityID   string
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
+	SentAt        *time.Time
+}
+
+// TableName maps OutboxMessage to its table.
+func (OutboxMessage) TableName() string { return "outbox" }
+
+// RecipientList decodes Recipients.
+func (m OutboxMessage) RecipientList() []string {
+	var rs []string
+	_ = json.Unmarshal([]byte(m.Recipients), &rs)
+	return rs
+}
+
+// CRMRef links a message to a CRM record.
+type CRMRef struct {
+	EntityType string // lead, deal, contact, company
+	EntityID   string
+}
+
+// SubmitOptions are the parts of a submission beyond the message itself.
+type SubmitOptions struct {
+	CRM *CRMRef
+}
+
+// Submit validates a draft, routes it by its From address, builds the
+// message with its Message-ID and commits it to the outbox. When Submit
+// returns, the message is durable.
+func (s *Service) Submit(ctx context.Context, c Caller, d Draft, opts SubmitOptions) (OutboxMessage, error) {
+	from, err := parseAddress("from", d.From)
+	if err != nil {
+		return OutboxMessage{}, err
+	}
+	if opts.CRM != nil {
+		if err := validateCRM(opts.CRM); err != nil {
+			return OutboxMessage{}, err
+		}
+	}
+	// Validate everything before asking the database anything.
+	if _, _, _, _, _, err := d.validate(s.cfg.MaxMessageBytes); err != nil {
+		return OutboxMessage{}, err
+	}
+	rt, err := s.route(ctx, c, from.Address)
+	if err != nil {
+		return OutboxMessage{}, err
+	}
+	now := s.now()
+	b, err := d.build(s.cfg.MaxMessageBytes, rt.SenderName, now)
+	if err != nil {
+		return OutboxMessage{}, err
+	}
+	return s.enqueue(ctx, c, rt, b, d.Subject, opts, now)
+}
+
+func (s *Service) enqueue(ctx context.Context, c Caller, rt Route, b *built, subject string, opts SubmitOptions, now time.Time) (OutboxMessage, error) {
+	rcpts, _ := json.Marshal(b.recipients)
+	env := rt.EnvelopeFrom
+	if env == "" {
+		env = b.from.Address
+	}
+	m := OutboxMessage{
+		MessageID: b.messageID, RouteKind: rt.Kind, RouteID: rt.ID,
+		FromAddr: b.from.Address, EnvelopeFrom: env, Recipients: string(rcpts),
+		Subject: subject, Raw: b.raw, Size: int64(len(b.raw)),
+		Status: StatusQueued, NextAttemptAt: &now, CreatedAt: now, UpdatedAt: now,
+	}
+	if c.UserID != 0 {
+		uid := c.UserID
+		m.UserID = &uid
+	}
+	if opts.CRM != nil {
+		m.CrmEntityType, m.CrmEntityID = opts.CRM.EntityType, opts.CRM.EntityID
+	}
+	if err := s.db.WithContext(ctx).Create(&m).Error; err != nil {
+		return OutboxMessage{}, fmt.Errorf("queue message %s: %w", b.messageID, err)
+	}
+	s.metrics.queued.Inc()
+	s.log.InfoContext(ctx, "message queued", "outbox_id", m.ID, "message_id", m.MessageID,
+		"route_kind", rt.Kind, "route_id", rt.ID, "recipients", len(b.recipients), "size", m.Size)
+	s.wakeWorkers()
+	return m, nil
+}
+
+func validateCRM(r *CRMRef) error {
+	switch r.EntityType {
+	case "lead", "deal", "contact", "company":
+	default:
+		return apperr.Invalid("crm.entity_type", "invalid_choice", "must be lead, deal, contact or company")
+	}
+	if r.EntityID == "" || len(r.EntityID) > 64 || strings.ContainsAny(r.EntityID, "\r\n\x00") {
+		return apperr.Invalid("crm.entity_id", "invalid_id", "a CRM record id of 1 to 64 characters is required")
+	}
+	return nil
+}
+
+// GetMessage returns a message of the caller's (any message for an admin).
+// Someone else's message answers as a missing one.
+func (s *Service) GetMessage(ctx context.Context, c Caller, id int64) (OutboxMessage, error) {
+	var m OutboxMessage
+	q := s.db.WithContext(ctx).Omit("raw").Where("id = ?", id)
+	if !c.Admin {
+		q = q.Where("user_id = ?", c.UserID)
+	}
+	err := q.Take(&m).Error
+	if store.IsNotFound(err) {
+		return OutboxMessage{}, apperr.NotFound("message")
+	}
+	if err != nil {
+		return OutboxMessage{}, fmt.Errorf("read message %d: %w", id, err)
+	}
+	return m, nil
+}
+
+// QueueCounts returns how many messages are in each status.
+func (s *Service) QueueCounts(ctx context.Context) (map[string]int64, error) {
+	var rows []struct {
+		Status string
+		N      int64
+	}
+	if err := s.db.WithContext(ctx).Model(&OutboxMessage{}).Select("status, COUNT(*) AS n").Group("status").Scan(&rows).Error; err != nil {
+		return nil, fmt.Errorf("count outbox: %w", err)
+	}
+	out := map[string]int64{StatusQueued: 0, StatusSending: 0, StatusSent: 0, StatusFailed: 0, StatusUnknown: 0}
+	for _, r := range rows {
+		out[r.Status] = r.N
+	}
+	return out, nil
+}

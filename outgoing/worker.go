@@ -1,0 +1,552 @@
+package outgoing
+
+import (
+	"bytes"
+	"context"
+	crand "crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/mailsync/mailsync/internal/apperr"
+	"github.com/mailsync/mailsync/internal/store"
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+)
+
+// Retry timing: the delay starts at retryBase and doubles up to retryMax,
+// with ±20 % jitter so that many messages do not come back at once.
+const (
+	retryBase = time.Minute
+	retryMax  = time.Hour
+)
+
+// ErrAuthFailed marks a sender whose login the server refused: its messages
+// wait, and nothing dials it again, until its settings change.
+var ErrAuthFailed = errors.New("the server refused this sender's login; change its settings to retry")
+
+// Worker sends the outbox's due messages. One Worker per process; several
+// processes share the outbox through leases.
+type Worker struct {
+	s     *Service
+	owner string
+	pool  *connPool
+}
+
+// NewWorker returns a worker with a unique lease owner name.
+func (s *Service) NewWorker() *Worker {
+	host, _ := os.Hostname()
+	b := make([]byte, 4)
+	_, _ = crand.Read(b)
+	return &Worker{
+		s:     s,
+		owner: fmt.Sprintf("%s/%d/%s", host, os.Getpid(), hex.EncodeToString(b)),
+		pool:  newConnPool(s.cfg.ConnMaxReuse),
+	}
+}
+
+// Name names the worker in logs.
+func (w *Worker) Name() string { return "outbox" }
+
+// Run sends due messages until ctx ends, then lets the messages in flight
+// finish (each bounded by the send timeout) and closes its connections.
+func (w *Worker) Run(ctx context.Context) error {
+	defer w.pool.closeAll()
+	for {
+		n, err := w.ProcessDue(ctx)
+		if err != nil && ctx.Err() == nil {
+			w.s.log.ErrorContext(ctx, "outbox round failed", "error", err)
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err == nil && n >= w.s.cfg.BatchSize {
+			continue // more may be due right now
+		}
+		timer := time.NewTimer(w.s.cfg.PollInterval)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil
+		case <-w.s.wake:
+		case <-timer.C:
+		}
+		timer.Stop()
+	}
+}
+
+// ProcessDue claims the due messages (up to the batch size), sends them and
+// records the outcomes. It returns how many it claimed. Cancelling ctx stops
+// it from starting more sends; those it started finish.
+func (w *Worker) ProcessDue(ctx context.Context) (int, error) {
+	msgs, err := w.claim(ctx)
+	if err != nil || len(msgs) == 0 {
+		return 0, err
+	}
+	stop := w.keepLeases(ctx)
+	defer stop()
+
+	type key struct {
+		kind string
+		id   int64
+	}
+	groups := map[key][]OutboxMessage{}
+	var order []key
+	for _, m := range msgs {
+		k := key{m.RouteKind, m.RouteID}
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], m)
+	}
+	var wg sync.WaitGroup
+	for _, k := range order {
+		wg.Go(func() { w.sendRoute(ctx, k.kind, k.id, groups[k]) })
+	}
+	wg.Wait()
+	return len(msgs), nil
+}
+
+// claim takes due messages: queued or unknown ones whose time has come, and
+// first turns the ones whose lease ran out (their worker died mid-send) into
+// unknown, since they may have been delivered.
+func (w *Worker) claim(ctx context.Context) ([]OutboxMessage, error) {
+	s := w.s
+	now := s.now()
+	var msgs []OutboxMessage
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := w.expireLeases(tx, now); err != nil {
+			return err
+		}
+		q := tx.Model(&OutboxMessage{}).Select("id").
+			Where("status IN ? AND next_attempt_at IS NOT NULL AND next_attempt_at <= ?",
+				[]string{StatusQueued, StatusUnknown}, now).
+			Order("next_attempt_at, id").Limit(s.cfg.BatchSize)
+		if s.db.Dialect == store.Postgres {
+			q = q.Clauses(clause.Locking{Strength: "UPDATE", Options: "SKIP LOCKED"})
+		}
+		var ids []int64
+		if err := q.Find(&ids).Error; err != nil {
+			return fmt.Errorf("find due messages: %w", err)
+		}
+		if len(ids) == 0 {
+			return nil
+		}
+		lease := now.Add(s.cfg.LeaseTTL)
+		if err := tx.Model(&OutboxMessage{}).Where("id IN ?", ids).Updates(map[string]any{
+			"status": StatusSending, "lease_owner": w.owner, "lease_until": lease,
+			"attempts": gorm.Expr("attempts + 1"), "updated_at": now,
+		}).Error; err != nil {
+			return fmt.Errorf("lease messages: %w", err)
+		}
+		return tx.Where("id IN ?", ids).Order("id").Find(&msgs).Error
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claim: %w", err)
+	}
+	return msgs, nil
+}
+
+func (w *Worker) expireLeases(tx *gorm.DB, now time.Time) error {
+	s := w.s
+	var lost []OutboxMessage
+	if err := tx.Omit("raw").Where("status = ? AND lease_until < ?", StatusSending, now).Find(&lost).Error; err != nil {
+		return fmt.Errorf("find expired leases: %w", err)
+	}
+	for _, m := range lost {
+		m.UnknownCount++
+		upd := map[string]any{
+			"status": StatusUnknown, "unknown_count": m.UnknownCount, "lease_owner": "", "lease_until": nil,
+			"last_error": "the worker sending this message stopped; it may have been delivered", "updated_at": now,
+			"next_attempt_at": nil,
+		}
+		if m.UnknownCount <= s.cfg.MaxUnknownRetries {
+			upd["next_attempt_at"] = now
+		}
+		if err := tx.Model(&OutboxMessage{}).Where("id = ?", m.ID).Updates(upd).Error; err != nil {
+			return fmt.Errorf("expire lease of message %d: %w", m.ID, err)
+		}
+		entry := logEntry(now, m, "", LogUnknown, nil, nil, 0)
+		entry.Reply = "lease expired: the worker stopped while sending"
+		if err := tx.Create(&entry).Error; err != nil {
+			return err
+		}
+		s.metrics.unknown.Inc()
+		s.log.Warn("message lease expired; it will be resent", "outbox_id", m.ID, "message_id", m.MessageID, "holder", m.LeaseOwner)
+	}
+	return nil
+}
+
+// keepLeases renews this worker's leases until stop is called, so that a
+// long batch is not taken over by another instance.
+func (w *Worker) keepLeases(ctx context.Context) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(w.s.cfg.LeaseTTL / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				now := w.s.now()
+				err := w.s.db.WithContext(context.WithoutCancel(ctx)).Model(&OutboxMessage{}).
+					Where("status = ? AND lease_owner = ?", StatusSending, w.owner).
+					Update("lease_until", now.Add(w.s.cfg.LeaseTTL)).Error
+				if err != nil {
+					w.s.log.Warn("renew outbox leases", "error", err)
+				}
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
+}
+
+// sendRoute sends one route's messages over at most MaxConnsPerRoute
+// connections.
+func (w *Worker) sendRoute(ctx context.Context, kind string, id int64, msgs []OutboxMessage) {
+	s := w.s
+	tgt, err := s.target(ctx, kind, id)
+	if err != nil {
+		for _, m := range msgs {
+			switch {
+			case errors.Is(err, ErrAuthFailed):
+				w.finish(ctx, m, tgt, attempt{err: &StepError{Step: StepAuth, Err: err}, hold: true})
+			case errors.Is(err, apperr.ErrNotFound):
+				w.finish(ctx, m, tgt, attempt{err: err, permanent: true})
+			default:
+				w.finish(ctx, m, tgt, attempt{err: err})
+			}
+		}
+		return
+	}
+	if tgt.DailyLimit > 0 {
+		msgs = w.applyDailyLimit(ctx, kind, id, tgt, msgs)
+	}
+	queue := make(chan OutboxMessage, len(msgs))
+	for _, m := range msgs {
+		queue <- m
+	}
+	close(queue)
+	conns := min(s.cfg.MaxConnsPerRoute, len(msgs))
+	var wg sync.WaitGroup
+	for range conns {
+		wg.Go(func() { w.sendQueue(ctx, kind, id, tgt, queue) })
+	}
+	wg.Wait()
+}
+
+// sendQueue sends messages from queue over one connection at a time,
+// reusing it between messages and redialling after any error.
+func (w *Worker) sendQueue(ctx context.Context, kind string, id int64, tgt Target, queue <-chan OutboxMessage) {
+	s := w.s
+	pk := poolKey{kind: kind, id: id, settings: fingerprint(tgt.Settings)}
+	var conn *pooled
+	defer func() {
+		if conn != nil {
+			w.pool.put(pk, conn)
+		}
+	}()
+	for m := range queue {
+		if ctx.Err() != nil {
+			w.release(m)
+			continue
+		}
+		sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.SendTimeout)
+		start := time.Now()
+		if conn == nil {
+			var err error
+			conn, err = w.pool.get(sendCtx, pk, func(ctx context.Context) (*Conn, error) {
+				return s.net.Dial(ctx, tgt.Settings, nil)
+			})
+			if err != nil {
+				cancel()
+				conn = nil
+				a := attempt{err: err, dur: time.Since(start)}
+				var se *StepError
+				if errors.As(err, &se) && se.Step == StepAuth && se.Reply != nil && se.Reply.Code >= 500 {
+					w.markAuthFailed(ctx, kind, id)
+					a.hold = true
+				}
+				w.finish(ctx, m, tgt, a)
+				// The server is unreachable: the rest of this queue waits too.
+				for rest := range queue {
+					w.finish(ctx, rest, tgt, attempt{err: err})
+				}
+				return
+			}
+		}
+		reply, err := conn.Send(sendCtx, m.EnvelopeFrom, m.RecipientList(), bytes.NewReader(m.Raw), nil)
+		a := attempt{reply: reply, err: err, dur: time.Since(start)}
+		if err == nil {
+			if rerr := conn.Reset(sendCtx); rerr != nil {
+				conn.Close()
+				conn = nil
+			}
+		} else {
+			conn.Close()
+			conn = nil
+		}
+		cancel()
+		w.finish(ctx, m, tgt, a)
+	}
+}
+
+// attempt is the outcome of one try.
+type attempt struct {
+	reply     *Reply
+	err       error
+	dur       time.Duration
+	permanent bool // fail now whatever the error
+	hold      bool // a sender problem: retry later without counting against the message
+}
+
+// finish records an attempt: the message's new state and a send-log entry,
+// in one transaction.
+func (w *Worker) finish(ctx context.Context, m OutboxMessage, tgt Target, a attempt) {
+	s := w.s
+	now := s.now()
+	upd := map[string]any{"lease_owner": "", "lease_until": nil, "updated_at": now}
+	var (
+		logStatus string
+		se        *StepError
+	)
+	errors.As(a.err, &se)
+	switch {
+	case a.err == nil:
+		upd["status"], upd["sent_at"], upd["next_attempt_at"] = StatusSent, now, nil
+		logStatus = LogSent
+	case se != nil && se.AfterData:
+		m.UnknownCount++
+		upd["unknown_count"] = m.UnknownCount
+		upd["status"], upd["next_attempt_at"] = StatusUnknown, nil
+		if m.UnknownCount <= s.cfg.MaxUnknownRetries {
+			upd["next_attempt_at"] = now.Add(backoff(1))
+		}
+		logStatus = LogUnknown
+		s.metrics.unknown.Inc()
+	case a.permanent || (se != nil && !se.Temporary() && !a.hold):
+		upd["status"], upd["next_attempt_at"] = StatusFailed, nil
+		logStatus = LogFailed
+	case now.Sub(m.CreatedAt) >= s.cfg.MaxQueueAge:
+		upd["status"], upd["next_attempt_at"] = StatusFailed, nil
+		logStatus = LogFailed
+		if se == nil {
+			a.err = fmt.Errorf("gave up after %s in the queue: %w", s.cfg.MaxQueueAge, a.err)
+		}
+	default:
+		upd["status"], upd["next_attempt_at"] = StatusQueued, now.Add(backoff(m.Attempts))
+		logStatus = LogRetry
+	}
+	entry := logEntry(now, m, tgt.Email, logStatus, a.reply, a.err, a.dur)
+	upd["last_step"], upd["last_code"], upd["last_reply"] = entry.Step, entry.Code, entry.Reply
+	upd["last_error"] = ""
+	if a.err != nil {
+		upd["last_error"] = a.err.Error()
+	}
+	err := s.db.WithContext(context.WithoutCancel(ctx)).Transaction(func(tx *gorm.DB) error {
+		res := tx.Model(&OutboxMessage{}).Where("id = ? AND lease_owner = ?", m.ID, w.owner).Updates(upd)
+		if res.Error != nil {
+			return res.Error
+		}
+		if res.RowsAffected == 0 {
+			// Our lease was taken over: the other holder records its own outcome.
+			entry.Reply = "lease lost before the outcome was recorded: " + entry.Reply
+		}
+		return tx.Create(&entry).Error
+	})
+	if err != nil {
+		s.log.Error("record send outcome", "outbox_id", m.ID, "message_id", m.MessageID, "error", err)
+	}
+	s.metrics.attempts.WithLabelValues(logStatus).Inc()
+	if tgt.Email != "" {
+		s.metrics.sendSeconds.WithLabelValues(tgt.Email).Observe(a.dur.Seconds())
+	}
+	level := s.log.Info
+	if logStatus != LogSent {
+		level = s.log.Warn
+	}
+	level("send attempt", "outbox_id", m.ID, "message_id", m.MessageID, "route_kind", m.RouteKind,
+		"route_id", m.RouteID, "outcome", logStatus, "step", entry.Step, "code", entry.Code, "elapsed_ms", a.dur.Milliseconds())
+}
+
+// release puts an unstarted message back in the queue, due now.
+func (w *Worker) release(m OutboxMessage) {
+	now := w.s.now()
+	err := w.s.db.WithContext(context.Background()).Model(&OutboxMessage{}).
+		Where("id = ? AND lease_owner = ?", m.ID, w.owner).
+		Updates(map[string]any{"status": StatusQueued, "lease_owner": "", "lease_until": nil,
+			"next_attempt_at": now, "attempts": gorm.Expr("attempts - 1"), "updated_at": now}).Error
+	if err != nil {
+		w.s.log.Error("release message", "outbox_id", m.ID, "error", err)
+	}
+}
+
+// applyDailyLimit returns the messages the route may still send within its
+// rolling 24-hour limit and puts the rest back until the window frees up.
+func (w *Worker) applyDailyLimit(ctx context.Context, kind string, id int64, tgt Target, msgs []OutboxMessage) []OutboxMessage {
+	s := w.s
+	now := s.now()
+	since := now.Add(-24 * time.Hour)
+	var sent []time.Time
+	err := s.db.WithContext(ctx).Model(&LogEntry{}).
+		Where("route_kind = ? AND route_id = ? AND status = ? AND created_at >= ?", kind, id, LogSent, since).
+		Order("created_at").Pluck("created_at", &sent).Error
+	if err != nil {
+		s.log.Error("count sends for the daily limit", "route_kind", kind, "route_id", id, "error", err)
+		sent = nil
+	}
+	budget := tgt.DailyLimit - len(sent)
+	if budget >= len(msgs) {
+		return msgs
+	}
+	budget = max(budget, 0)
+	// The window frees one slot when its oldest send turns 24 hours old; when
+	// this batch uses the whole budget, that send is about now.
+	resume := now.Add(24 * time.Hour)
+	if len(sent) > 0 {
+		resume = sent[0].Add(24 * time.Hour)
+	}
+	for _, m := range msgs[budget:] {
+		err := s.db.WithContext(context.WithoutCancel(ctx)).Model(&OutboxMessage{}).
+			Where("id = ? AND lease_owner = ?", m.ID, w.owner).
+			Updates(map[string]any{"status": StatusQueued, "lease_owner": "", "lease_until": nil,
+				"next_attempt_at": resume, "attempts": gorm.Expr("attempts - 1"),
+				"last_error": fmt.Sprintf("daily limit of %d reached; waiting", tgt.DailyLimit), "updated_at": now}).Error
+		if err != nil {
+			s.log.Error("defer message over the daily limit", "outbox_id", m.ID, "error", err)
+		}
+	}
+	s.log.Info("daily limit reached; messages wait", "route_kind", kind, "route_id", id, "waiting", len(msgs)-budget, "resume_at", resume)
+	return msgs[:budget]
+}
+
+func (w *Worker) markAuthFailed(ctx context.Context, kind string, id int64) {
+	for _, r := range w.s.routers {
+		if r.Kind() != kind {
+			continue
+		}
+		if err := r.AuthFailed(context.WithoutCancel(ctx), id); err != nil {
+			w.s.log.Error("mark sender auth_failed", "route_kind", kind, "route_id", id, "error", err)
+		}
+	}
+}
+
+func logEntry(now time.Time, m OutboxMessage, account, status string, reply *Reply, err error, dur time.Duration) LogEntry {
+	e := LogEntry{
+		OutboxID: m.ID, MessageID: m.MessageID, UserID: m.UserID, RouteKind: m.RouteKind, RouteID: m.RouteID,
+		AccountEmail: account, FromAddr: m.FromAddr, Recipients: m.Recipients, Subject: m.Subject,
+		Status: status, DurationMS: dur.Milliseconds(), CrmEntityType: m.CrmEntityType, CrmEntityID: m.CrmEntityID,
+		CreatedAt: now,
+	}
+	var se *StepError
+	if errors.As(err, &se) {
+		e.Step = string(se.Step)
+		if se.Reply != nil {
+			reply = se.Reply
+		}
+	} else if err == nil {
+		e.Step = string(StepData)
+	}
+	if reply != nil {
+		e.Code = reply.Code
+		e.Reply = reply.Text
+		if reply.Enhanced != "" {
+			e.Reply = reply.Enhanced + " " + reply.Text
+		}
+	} else if err != nil {
+		e.Reply = err.Error()
+	}
+	return e
+}
+
+// backoff is the delay before attempt n+1.
+func backoff(n int) time.Duration {
+	d := retryBase
+	for i := 1; i < n && d < retryMax; i++ {
+		d *= 2
+	}
+	d = min(d, retryMax)
+	jitter := 0.8 + 0.4*rand.Float64()
+	return time.Duration(float64(d) * jitter)
+}
+
+// fingerprint identifies settings without keeping the password readable.
+func fingerprint(s Settings) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%d\x00%s\x00%s\x00%s\x00%s", s.Host, s.Port, s.Security, s.Auth, s.Login, s.Password.Reveal())
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+type poolKey struct {
+	kind     string
+	id       int64
+	settings string
+}
+
+// pooled is a connection with its birth time: it is reused for at most the
+// pool's maxAge.
+type pooled struct {
+	*Conn
+	born time.Time
+}
+
+// connPool keeps idle SMTP connections per route for reuse.
+type connPool struct {
+	mu     sync.Mutex
+	maxAge time.Duration
+	idle   map[poolKey][]*pooled
+}
+
+func newConnPool(maxAge time.Duration) *connPool {
+	return &connPool{maxAge: maxAge, idle: map[poolKey][]*pooled{}}
+}
+
+func (p *connPool) get(ctx context.Context, k poolKey, dial func(context.Context) (*Conn, error)) (*pooled, error) {
+	p.mu.Lock()
+	for len(p.idle[k]) > 0 {
+		l := p.idle[k]
+		pc := l[len(l)-1]
+		p.idle[k] = l[:len(l)-1]
+		if time.Since(pc.born) < p.maxAge {
+			p.mu.Unlock()
+			return pc, nil
+		}
+		go pc.Close()
+	}
+	p.mu.Unlock()
+	c, err := dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &pooled{Conn: c, born: time.Now()}, nil
+}
+
+// put returns a healthy connection for reuse, or closes it when it is too
+// old.
+func (p *connPool) put(k poolKey, pc *pooled) {
+	if time.Since(pc.born) >= p.maxAge {
+		go pc.Close()
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.idle[k] = append(p.idle[k], pc)
+}
+
+func (p *connPool) closeAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for k, l := range p.idle {
+		for _, pc := range l {
+			pc.Close()
+		}
+		delete(p.idle, k)
+	}
+}
