@@ -124,8 +124,8 @@ func TestProbes(t *testing.T) {
 
 func TestDecodeJSON(t *testing.T) {
 	type body struct {
-		Name string `json:"name"`
-		Port int    `json:"port"`
+		Name   string `json:"name"`
+		Port   int    `json:"port"`
 		Nested struct {
 			On bool `json:"on"`
 		} `json:"nested"`

@@ -79,4 +79,3 @@ func openBox(ctx context.Context, cfg *Config, db *store.DB, log *slog.Logger) (
 	}
 	return box, nil
 }
-
