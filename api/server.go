@@ -28,12 +28,14 @@ type Readiness interface {
 
 // Deps are the services the API calls.
 type Deps struct {
-	Logger   *slog.Logger
-	Users    Authenticator
-	Ready    Readiness
-	Outgoing Outgoing
-	Registry *prometheus.Registry // where metrics are registered and gathered from
-	Version  string
+	Logger         *slog.Logger
+	Users          Authenticator
+	Ready          Readiness
+	Outgoing       Outgoing
+	Mailboxes      Mailboxes
+	ProviderLookup ProviderLookup
+	Registry       *prometheus.Registry // where metrics are registered and gathered from
+	Version        string
 }
 
 // Server serves the API.

@@ -48,6 +48,9 @@ type OutboxMessage struct {
 	CreatedAt     time.Time
 	UpdatedAt     time.Time
 	SentAt        *time.Time
+	// SentCopy is what became of the copy for the sender's Sent folder:
+	// "", "appended", "exists", "skipped: …" or "failed: …".
+	SentCopy string
 }
 
 // TableName maps OutboxMessage to its table.

@@ -42,6 +42,13 @@ type Router interface {
 	AuthFailed(ctx context.Context, id int64) error
 }
 
+// CopySaver is a Router that files a copy of each message it sent (a
+// mailbox's "save a copy on the mail server"). The result is recorded on the
+// message; a failure is logged and shown and never causes a resend.
+type CopySaver interface {
+	SaveCopy(ctx context.Context, id int64, m OutboxMessage) (result string, err error)
+}
+
 // KindSystem is the route kind of system SMTP accounts.
 const KindSystem = "system"
 

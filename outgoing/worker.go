@@ -364,6 +364,9 @@ func (w *Worker) finish(ctx context.Context, m OutboxMessage, tgt Target, a atte
 	if err != nil {
 		s.log.Error("record send outcome", "outbox_id", m.ID, "message_id", m.MessageID, "error", err)
 	}
+	if logStatus == LogSent {
+		w.saveCopy(ctx, m)
+	}
 	s.metrics.attempts.WithLabelValues(logStatus).Inc()
 	if tgt.Email != "" {
 		s.metrics.sendSeconds.WithLabelValues(tgt.Email).Observe(a.dur.Seconds())
@@ -374,6 +377,33 @@ func (w *Worker) finish(ctx context.Context, m OutboxMessage, tgt Target, a atte
 	}
 	level("send attempt", "outbox_id", m.ID, "message_id", m.MessageID, "route_kind", m.RouteKind,
 		"route_id", m.RouteID, "outcome", logStatus, "step", entry.Step, "code", entry.Code, "elapsed_ms", a.dur.Milliseconds())
+}
+
+// saveCopy asks the route's CopySaver, if any, to file the sent message and
+// records the result.
+func (w *Worker) saveCopy(ctx context.Context, m OutboxMessage) {
+	s := w.s
+	for _, r := range s.routers {
+		cs, ok := r.(CopySaver)
+		if r.Kind() != m.RouteKind || !ok {
+			continue
+		}
+		now := s.now()
+		m.SentAt = &now
+		res, err := cs.SaveCopy(context.WithoutCancel(ctx), m.RouteID, m)
+		if err != nil {
+			res = "failed: " + err.Error()
+			s.log.Warn("save sent copy", "outbox_id", m.ID, "message_id", m.MessageID, "error", err)
+		}
+		if res == "" {
+			return
+		}
+		if err := s.db.WithContext(context.WithoutCancel(ctx)).Model(&OutboxMessage{}).Where("id = ?", m.ID).
+			Update("sent_copy", res).Error; err != nil {
+			s.log.Error("record sent copy", "outbox_id", m.ID, "error", err)
+		}
+		return
+	}
 }
 
 // release puts an unstarted message back in the queue, due now.

@@ -13,6 +13,7 @@ import (
 	"github.com/mailsync/mailsync/internal/netguard"
 	"github.com/mailsync/mailsync/internal/store"
 	"github.com/mailsync/mailsync/internal/users"
+	"github.com/mailsync/mailsync/mailbox"
 	"github.com/mailsync/mailsync/outgoing"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -80,7 +81,15 @@ func cmdServe(ctx context.Context, e env, args []string) error {
 		MaxConnsPerRoute: cfg.SMTPConnsPerAccount,
 	})
 	out.RegisterQueueGauge(reg)
-	srv := api.New(api.Deps{Logger: log, Users: userStore, Ready: db, Outgoing: out, Registry: reg, Version: version})
+	lookup := &mailbox.Lookup{Resolver: net.DefaultResolver}
+	mailboxes := mailbox.NewService(mailbox.Deps{
+		DB: db, Box: box, Outgoing: out, Lookup: lookup, Logger: log,
+		IMAP: &mailbox.IMAPNetwork{Dialer: network.Dialer, RootCAs: roots, Logger: log},
+	}, mailbox.Config{CheckTimeout: cfg.CheckTimeout, OutgoingStatusTTL: cfg.OutgoingStatusTTL})
+	srv := api.New(api.Deps{
+		Logger: log, Users: userStore, Ready: db, Outgoing: out, Mailboxes: mailboxes, ProviderLookup: lookup,
+		Registry: reg, Version: version,
+	})
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

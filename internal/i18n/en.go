@@ -175,4 +175,7 @@ var en = map[string]string{
 	"imap.hint.connection_closed":        "Check that the port and security match (993 with ssl, 143 with starttls). Some servers also drop connections from addresses they distrust or when too many are open.",
 	"imap.hint.connection_refused":       "Check the port and security: 993 with ssl, 143 with starttls or none.",
 	"imap.hint.dns_not_found":            "Check the spelling, for example imap.yandex.ru, imap.gmail.com or imap.mail.ru.",
+
+	// The mailbox settings view.
+	"mailbox.outgoing_ok": "Sending with the current settings works!",
 }

@@ -172,4 +172,7 @@ var ru = map[string]string{
 	"imap.hint.connection_closed":        "Проверьте, что порт соответствует защите (993 — ssl, 143 — starttls). Некоторые серверы также разрывают соединения с адресов, которым не доверяют, или когда открыто слишком много соединений.",
 	"imap.hint.connection_refused":       "Проверьте порт и защиту: 993 — ssl, 143 — starttls или none.",
 	"imap.hint.dns_not_found":            "Проверьте написание, например imap.yandex.ru, imap.gmail.com или imap.mail.ru.",
+
+	// The mailbox settings view.
+	"mailbox.outgoing_ok": "Отправка с текущими настройками работает!",
 }

@@ -107,6 +107,86 @@ func migrations() []Migration {
 			`CREATE INDEX send_log_route ON send_log (route_kind, route_id, status, created_at)`,
 			`CREATE INDEX send_log_user ON send_log (user_id, created_at)`,
 		}},
+		{Version: 3, Name: "mailboxes, folders and senders", Statements: []string{
+			// mailboxes are connected IMAP mailboxes with their outgoing block.
+			// out_source says where the SMTP settings come from: "preset"
+			// (the provider's, with the IMAP login), "system" (the system
+			// account out_account_id), or "manual" (smtp_* columns).
+			`CREATE TABLE mailboxes (
+				id {id},
+				user_id BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+				email TEXT NOT NULL,
+				name TEXT NOT NULL DEFAULT '',
+				provider TEXT NOT NULL DEFAULT '',
+				imap_host TEXT NOT NULL,
+				imap_port INTEGER NOT NULL,
+				imap_security TEXT NOT NULL,
+				imap_login TEXT NOT NULL,
+				imap_password TEXT NOT NULL,
+				out_enabled BOOLEAN NOT NULL DEFAULT FALSE,
+				out_save_copy BOOLEAN NOT NULL DEFAULT FALSE,
+				out_source TEXT NOT NULL DEFAULT '',
+				out_account_id BIGINT,
+				smtp_host TEXT NOT NULL DEFAULT '',
+				smtp_port INTEGER NOT NULL DEFAULT 0,
+				smtp_security TEXT NOT NULL DEFAULT '',
+				smtp_auth TEXT NOT NULL DEFAULT '',
+				smtp_login TEXT NOT NULL DEFAULT '',
+				smtp_password TEXT NOT NULL DEFAULT '',
+				sync_state TEXT NOT NULL DEFAULT 'pending',
+				last_sync_at {time},
+				last_sync_ok BOOLEAN NOT NULL DEFAULT FALSE,
+				last_error TEXT NOT NULL DEFAULT '',
+				auth_failed BOOLEAN NOT NULL DEFAULT FALSE,
+				settings_version INTEGER NOT NULL DEFAULT 1,
+				created_at {time} NOT NULL,
+				updated_at {time} NOT NULL)`,
+			`CREATE UNIQUE INDEX mailboxes_user_email ON mailboxes (user_id, lower(email))`,
+			// mailbox_folders are the folders LIST found; selected ones sync.
+			// uidvalidity, uidnext and highest_modseq are the sync state of
+			// the folder (RFC 3501 2.3.1.1, RFC 7162): they advance in the
+			// same transaction as the message rows they cover.
+			`CREATE TABLE mailbox_folders (
+				id {id},
+				mailbox_id BIGINT NOT NULL REFERENCES mailboxes (id) ON DELETE CASCADE,
+				name TEXT NOT NULL,
+				delimiter TEXT NOT NULL DEFAULT '',
+				special_use TEXT NOT NULL DEFAULT '',
+				no_select BOOLEAN NOT NULL DEFAULT FALSE,
+				selected BOOLEAN NOT NULL DEFAULT FALSE,
+				uidvalidity BIGINT NOT NULL DEFAULT 0,
+				uidnext BIGINT NOT NULL DEFAULT 0,
+				highest_modseq BIGINT NOT NULL DEFAULT 0,
+				total INTEGER NOT NULL DEFAULT 0,
+				synced INTEGER NOT NULL DEFAULT 0,
+				last_sync_at {time},
+				created_at {time} NOT NULL)`,
+			`CREATE UNIQUE INDEX mailbox_folders_name ON mailbox_folders (mailbox_id, name)`,
+			// senders are the CRM's "From" choices: kind mailbox (mirrored
+			// from a mailbox with outgoing on; settings live on the mailbox),
+			// smtp (own SMTP server, settings here), address (confirmed by a
+			// mailed code; sent through the portal's relay).
+			`CREATE TABLE senders (
+				id {id},
+				kind TEXT NOT NULL,
+				user_id BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+				email TEXT NOT NULL,
+				name TEXT NOT NULL DEFAULT '',
+				shared BOOLEAN NOT NULL DEFAULT FALSE,
+				mailbox_id BIGINT REFERENCES mailboxes (id) ON DELETE CASCADE,
+				smtp_host TEXT NOT NULL DEFAULT '',
+				smtp_port INTEGER NOT NULL DEFAULT 0,
+				smtp_security TEXT NOT NULL DEFAULT '',
+				smtp_auth TEXT NOT NULL DEFAULT '',
+				smtp_login TEXT NOT NULL DEFAULT '',
+				smtp_password TEXT NOT NULL DEFAULT '',
+				auth_failed BOOLEAN NOT NULL DEFAULT FALSE,
+				created_at {time} NOT NULL,
+				updated_at {time} NOT NULL)`,
+			`CREATE UNIQUE INDEX senders_mailbox ON senders (mailbox_id)`,
+			`CREATE UNIQUE INDEX senders_owner_kind_email ON senders (user_id, kind, lower(email))`,
+			`ALTER TABLE outbox ADD COLUMN sent_copy TEXT NOT NULL DEFAULT ''`,
+		}},
 	}
 }
 
@@ -123,5 +203,8 @@ type SecretColumn struct {
 func SecretColumns() []SecretColumn {
 	return []SecretColumn{
 		{Table: "smtp_accounts", Column: "password"},
+		{Table: "mailboxes", Column: "imap_password"},
+		{Table: "mailboxes", Column: "smtp_password"},
+		{Table: "senders", Column: "smtp_password"},
 	}
 }

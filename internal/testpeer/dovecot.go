@@ -109,8 +109,15 @@ func StartDovecot(t testing.TB, opts *DovecotOptions) *Dovecot {
 		Missing(t, "dovecot", err.Error())
 		return nil
 	}
+	// Not t.TempDir: a subtest's name may carry '#', which Dovecot's
+	// configuration reads as the start of a comment.
+	dir, err := os.MkdirTemp("", "mailsync-dovecot-")
+	if err != nil {
+		t.Fatalf("dovecot: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
 	d := &Dovecot{
-		dir:     t.TempDir(),
+		dir:     dir,
 		doveadm: filepath.Join(filepath.Dir(bin), "doveadm"),
 		ca:      opts.CA,
 		users:   make(map[string]bool),
