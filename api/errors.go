@@ -3,7 +3,9 @@ package api
 import (
 	"context"
 	"errors"
+	"math"
 	"net/http"
+	"strconv"
 
 	"github.com/mailsync/mailsync/internal/apperr"
 )
@@ -59,6 +61,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	body := errorFields{Code: "internal", Message: "internal error; the server log has the details"}
 	if e, ok := apperr.As(err); ok && status != http.StatusInternalServerError {
 		body = errorFields{Code: e.Code, Message: e.Message, Field: e.Field, Detail: e.Detail}
+		if e.RetryAfter > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(e.RetryAfter.Seconds()))))
+		}
 		if e.Err != nil {
 			s.log.DebugContext(r.Context(), "request refused", "route", routeOf(r), "code", e.Code, "error", e.Err)
 		}

@@ -223,6 +223,9 @@ type outboxIn struct {
 	Attachments []attachmentIn    `json:"attachments"`
 	Headers     map[string]string `json:"headers"`
 	CRM         *crmJSON          `json:"crm"`
+	SenderID    string            `json:"sender_id"`
+	Name        *string           `json:"name"`
+	CopyToSelf  bool              `json:"copy_to_self"`
 }
 
 type lastErrorJSON struct {
@@ -275,7 +278,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) error {
 	}
 	d := outgoing.Draft{
 		From: in.From, To: in.To, Cc: in.Cc, Bcc: in.Bcc, ReplyTo: in.ReplyTo, Subject: in.Subject,
-		Text: in.Text, HTML: in.HTML, Headers: in.Headers,
+		Text: in.Text, HTML: in.HTML, Headers: in.Headers, SenderName: in.Name,
 	}
 	for i, a := range in.Attachments {
 		content, err := base64.StdEncoding.DecodeString(a.ContentBase64)
@@ -284,7 +287,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) error {
 		}
 		d.Attachments = append(d.Attachments, outgoing.Attachment{Filename: a.Filename, ContentType: a.ContentType, Content: content})
 	}
-	var opts outgoing.SubmitOptions
+	opts := outgoing.SubmitOptions{SenderID: in.SenderID, CopyToSelf: in.CopyToSelf}
 	if in.CRM != nil {
 		opts.CRM = &outgoing.CRMRef{EntityType: in.CRM.EntityType, EntityID: in.CRM.EntityID}
 	}

@@ -30,6 +30,14 @@ func (s *Server) routeTable() []route {
 		{Method: "POST", Path: "/api/v1/mailboxes/{id}/outgoing/check", Access: User, handle: s.checkOutgoing},
 		{Method: "GET", Path: "/api/v1/mailboxes/{id}/settings", Access: User, handle: s.mailboxSettings},
 
+		{Method: "GET", Path: "/api/v1/senders", Access: User, handle: s.listSenders},
+		{Method: "POST", Path: "/api/v1/senders", Access: User, handle: s.createSender},
+		{Method: "GET", Path: "/api/v1/senders/{id}", Access: User, handle: s.getSender},
+		{Method: "PATCH", Path: "/api/v1/senders/{id}", Access: User, handle: s.updateSender},
+		{Method: "DELETE", Path: "/api/v1/senders/{id}", Access: User, handle: s.deleteSender},
+		{Method: "POST", Path: "/api/v1/senders/confirmations", Access: User, handle: s.startConfirmation},
+		{Method: "POST", Path: "/api/v1/senders/confirmations/{id}", Access: User, handle: s.confirmSender},
+
 		{Method: "POST", Path: "/api/v1/outbox", Access: User, handle: s.submit},
 		{Method: "GET", Path: "/api/v1/outbox/{id}", Access: User, handle: s.getOutbox},
 		{Method: "GET", Path: "/api/v1/send-log", Access: User, handle: s.listLog},

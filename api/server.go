@@ -33,6 +33,7 @@ type Deps struct {
 	Ready          Readiness
 	Outgoing       Outgoing
 	Mailboxes      Mailboxes
+	Senders        Senders
 	ProviderLookup ProviderLookup
 	Registry       *prometheus.Registry // where metrics are registered and gathered from
 	Version        string

@@ -249,8 +249,10 @@ func newMessageID(domain string, now time.Time) string {
 }
 
 // build renders the draft as the exact RFC 5322 message every attempt sends.
-// senderName is the route's fallback name for a From without one.
-func (d *Draft) build(maxBytes int64, senderName string, now time.Time) (*built, error) {
+// The route's SenderName is the fallback for a From without a name; its
+// SenderHeader becomes the Sender header.
+func (d *Draft) build(maxBytes int64, rt Route, now time.Time) (*built, error) {
+	senderName := rt.SenderName
 	from, to, cc, bcc, replyTo, err := d.validate(maxBytes)
 	if err != nil {
 		return nil, err
@@ -274,6 +276,9 @@ func (d *Draft) build(maxBytes int64, senderName string, now time.Time) (*built,
 	}
 	if replyTo != nil {
 		m.ReplyToMailAddress(replyTo)
+	}
+	if rt.SenderHeader != "" {
+		m.SetGenHeaderPreformatted(gomail.Header("Sender"), "<"+rt.SenderHeader+">")
 	}
 	m.Subject(d.Subject)
 	_, domain, _ := strings.Cut(from.Address, "@")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/mail"
 	"strings"
 	"time"
 
@@ -72,15 +73,39 @@ type CRMRef struct {
 // SubmitOptions are the parts of a submission beyond the message itself.
 type SubmitOptions struct {
 	CRM *CRMRef
+	// SenderID picks the sender explicitly (a CRM sender or "system-N")
+	// instead of routing by the From address; the sender's address and name
+	// become the From (a Draft.SenderName overrides the name).
+	SenderID string
+	// CopyToSelf adds the sender's own address as a Bcc.
+	CopyToSelf bool
 }
 
 // Submit validates a draft, routes it by its From address, builds the
 // message with its Message-ID and commits it to the outbox. When Submit
 // returns, the message is durable.
 func (s *Service) Submit(ctx context.Context, c Caller, d Draft, opts SubmitOptions) (OutboxMessage, error) {
+	var (
+		rt       Route
+		explicit bool
+	)
+	if opts.SenderID != "" {
+		if d.From != "" {
+			return OutboxMessage{}, apperr.Invalid("from", "ambiguous", "give either from or sender_id, not both")
+		}
+		r, email, name, err := s.routeSender(ctx, c, opts.SenderID)
+		if err != nil {
+			return OutboxMessage{}, err
+		}
+		rt, explicit = r, true
+		d.From = (&mail.Address{Name: name, Address: email}).String()
+	}
 	from, err := parseAddress("from", d.From)
 	if err != nil {
 		return OutboxMessage{}, err
+	}
+	if opts.CopyToSelf {
+		d.Bcc = append(d.Bcc, from.Address)
 	}
 	if opts.CRM != nil {
 		if err := validateCRM(opts.CRM); err != nil {
@@ -91,12 +116,13 @@ func (s *Service) Submit(ctx context.Context, c Caller, d Draft, opts SubmitOpti
 	if _, _, _, _, _, err := d.validate(s.cfg.MaxMessageBytes); err != nil {
 		return OutboxMessage{}, err
 	}
-	rt, err := s.route(ctx, c, from.Address)
-	if err != nil {
-		return OutboxMessage{}, err
+	if !explicit {
+		if rt, err = s.route(ctx, c, from.Address); err != nil {
+			return OutboxMessage{}, err
+		}
 	}
 	now := s.now()
-	b, err := d.build(s.cfg.MaxMessageBytes, rt.SenderName, now)
+	b, err := d.build(s.cfg.MaxMessageBytes, rt, now)
 	if err != nil {
 		return OutboxMessage{}, err
 	}

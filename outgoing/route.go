@@ -17,6 +17,9 @@ type Route struct {
 	SenderName string
 	// EnvelopeFrom is the MAIL FROM address; "" means the From address.
 	EnvelopeFrom string
+	// SenderHeader, when set, is written as the Sender header: the mailbox
+	// that actually sends on behalf of From (RFC 5322 3.6.2).
+	SenderHeader string
 }
 
 // Target is what a worker needs to send along a route.

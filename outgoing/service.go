@@ -43,6 +43,9 @@ type Config struct {
 	MaxUnknownRetries int           // resends after a lost reply to the final dot (1)
 	BatchSize         int           // messages claimed per round (50)
 	PollInterval      time.Duration // how often workers look for due messages when not woken (2 s)
+	// ConfirmationAccount is the email of the system account that mails
+	// sender confirmation codes and relays mail from confirmed addresses.
+	ConfirmationAccount string
 }
 
 func (c Config) withDefaults() Config {
@@ -118,7 +121,7 @@ func NewService(d Deps, cfg Config) *Service {
 	if s.metrics == nil {
 		s.metrics = NewMetrics(nil)
 	}
-	s.routers = []Router{systemRouter{s}}
+	s.routers = []Router{systemRouter{s}, smtpRouter{s}, addressRouter{s}}
 	return s
 }
 

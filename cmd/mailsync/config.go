@@ -36,6 +36,7 @@ type Config struct {
 	OutboxLease         time.Duration
 	SMTPConnsPerAccount int
 	OutgoingStatusTTL   time.Duration
+	ConfirmationAccount string
 }
 
 // setting is one configurable value: its flag, its environment variable,
@@ -72,6 +73,7 @@ func serveSettings(c *Config) []setting {
 		{"max-queue-age", "MAILSYNC_MAX_QUEUE_AGE", "72h", "how long a message is retried before it fails", &c.MaxQueueAge},
 		{"outbox-lease", "MAILSYNC_OUTBOX_LEASE", "2m", "lease on a message being sent; after it runs out another instance takes the message over", &c.OutboxLease},
 		{"smtp-conns-per-account", "MAILSYNC_SMTP_CONNS_PER_ACCOUNT", "2", "concurrent SMTP connections per sending account", &c.SMTPConnsPerAccount},
+		{"confirmation-account", "MAILSYNC_CONFIRMATION_ACCOUNT", "", "email of the system SMTP account that mails sender confirmation codes and relays mail from confirmed addresses", &c.ConfirmationAccount},
 		{"outgoing-status-ttl", "MAILSYNC_OUTGOING_STATUS_TTL", "30s", "how long a mailbox's outgoing check, run when its settings are viewed, is reused", &c.OutgoingStatusTTL},
 	}, commonSettings(c)...)
 }

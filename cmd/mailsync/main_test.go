@@ -346,8 +346,8 @@ func TestTwoServeProcessesOnOnePostgres(t *testing.T) {
 		applied += strings.Count(p.stderr.String(), "applied migration")
 		tokens += len(tokenRE.FindAllString(p.stdout.String(), -1))
 	}
-	if applied != store.LatestVersion() {
-		t.Errorf("the two instances applied %d migrations in all, want %d (each once)", applied, store.LatestVersion())
+	if applied != len(store.Versions()) {
+		t.Errorf("the two instances applied %d migrations in all, want %d (each once)", applied, len(store.Versions()))
 	}
 	if tokens != 1 {
 		t.Errorf("the two instances printed %d admin tokens, want exactly 1", tokens)

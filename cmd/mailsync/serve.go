@@ -79,6 +79,8 @@ func cmdServe(ctx context.Context, e env, args []string) error {
 		MaxQueueAge:      cfg.MaxQueueAge,
 		LeaseTTL:         cfg.OutboxLease,
 		MaxConnsPerRoute: cfg.SMTPConnsPerAccount,
+
+		ConfirmationAccount: cfg.ConfirmationAccount,
 	})
 	out.RegisterQueueGauge(reg)
 	lookup := &mailbox.Lookup{Resolver: net.DefaultResolver}
@@ -87,7 +89,7 @@ func cmdServe(ctx context.Context, e env, args []string) error {
 		IMAP: &mailbox.IMAPNetwork{Dialer: network.Dialer, RootCAs: roots, Logger: log},
 	}, mailbox.Config{CheckTimeout: cfg.CheckTimeout, OutgoingStatusTTL: cfg.OutgoingStatusTTL})
 	srv := api.New(api.Deps{
-		Logger: log, Users: userStore, Ready: db, Outgoing: out, Mailboxes: mailboxes, ProviderLookup: lookup,
+		Logger: log, Users: userStore, Ready: db, Outgoing: out, Mailboxes: mailboxes, Senders: out, ProviderLookup: lookup,
 		Registry: reg, Version: version,
 	})
 

@@ -8,6 +8,7 @@ package apperr
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Kinds. Test with errors.Is.
@@ -32,6 +33,8 @@ type Error struct {
 	Err     error  // the cause, for logs only
 	// Detail is an optional value sent with the error (e.g. a check report).
 	Detail any
+	// RetryAfter, with ErrRateLimited, says when to try again.
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string {

@@ -178,4 +178,8 @@ var en = map[string]string{
 
 	// The mailbox settings view.
 	"mailbox.outgoing_ok": "Sending with the current settings works!",
+
+	// Sender confirmation.
+	"confirm.subject": "Your sender confirmation code",
+	"confirm.body":    "Someone asked to send mail from the portal as %s.\n\nThe confirmation code is: %s\n\nIt is valid for %d minutes. If you did not ask for it, ignore this message.",
 }

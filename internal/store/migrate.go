@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -39,8 +40,23 @@ const migrationLockKey = 0x6d61696c73796e63 // "mailsync"
 
 // LatestVersion is the version the code expects the database to be at.
 func LatestVersion() int {
+	vs := Versions()
+	return vs[len(vs)-1]
+}
+
+// Versions lists the versions of every migration, in the order they apply.
+func Versions() []int {
+	var vs []int
+	for _, m := range sortedMigrations() {
+		vs = append(vs, m.Version)
+	}
+	return vs
+}
+
+func sortedMigrations() []Migration {
 	ms := migrations()
-	return ms[len(ms)-1].Version
+	slices.SortFunc(ms, func(a, b Migration) int { return a.Version - b.Version })
+	return ms
 }
 
 // SchemaVersion returns the highest applied migration, 0 for a new database.
@@ -62,7 +78,7 @@ func (db *DB) SchemaVersion(ctx context.Context) (int, error) {
 // and returns the versions it applied (none when another instance got there
 // first).
 func (db *DB) Migrate(ctx context.Context) ([]int, error) {
-	return db.migrate(ctx, migrations())
+	return db.migrate(ctx, sortedMigrations())
 }
 
 func (db *DB) migrate(ctx context.Context, ms []Migration) ([]int, error) {

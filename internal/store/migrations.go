@@ -187,6 +187,97 @@ func migrations() []Migration {
 			`CREATE UNIQUE INDEX senders_owner_kind_email ON senders (user_id, kind, lower(email))`,
 			`ALTER TABLE outbox ADD COLUMN sent_copy TEXT NOT NULL DEFAULT ''`,
 		}},
+		{Version: 4, Name: "synced messages, sync leases and quarantine", Statements: []string{
+			// messages mirror the selected folders (package imapsync). A row
+			// is one message of one folder at one UIDVALIDITY (RFC 3501
+			// 2.3.1.1): (folder_id, uidvalidity, uid) is unique, and a new
+			// UIDVALIDITY removes the folder's older rows. from_addr, to_addr
+			// and cc_addr are JSON arrays of {"name","email"}; refs is the
+			// References header's ids, space-separated; flags are sorted and
+			// space-separated, \Recent left out; attachments is a JSON array
+			// of file names. raw is the RFC 822 message as the server sent it,
+			// gzip-compressed; NULL when the message was larger than the
+			// engine's size cap (raw_omitted). The sync engine writes a row
+			// only when it changes, so a sync of an unchanged folder writes
+			// nothing. raw comes last so that scans of the other columns stay
+			// off its pages.
+			`CREATE TABLE messages (
+				id {id},
+				mailbox_id BIGINT NOT NULL REFERENCES mailboxes (id) ON DELETE CASCADE,
+				folder_id BIGINT NOT NULL REFERENCES mailbox_folders (id) ON DELETE CASCADE,
+				uidvalidity BIGINT NOT NULL,
+				uid BIGINT NOT NULL,
+				modseq BIGINT NOT NULL DEFAULT 0,
+				message_id TEXT NOT NULL DEFAULT '',
+				in_reply_to TEXT NOT NULL DEFAULT '',
+				refs TEXT NOT NULL DEFAULT '',
+				sent_at {time},
+				internal_date {time} NOT NULL,
+				from_addr TEXT NOT NULL DEFAULT '[]',
+				to_addr TEXT NOT NULL DEFAULT '[]',
+				cc_addr TEXT NOT NULL DEFAULT '[]',
+				subject TEXT NOT NULL DEFAULT '',
+				flags TEXT NOT NULL DEFAULT '',
+				size BIGINT NOT NULL DEFAULT 0,
+				snippet TEXT NOT NULL DEFAULT '',
+				attachments TEXT NOT NULL DEFAULT '[]',
+				raw_omitted BOOLEAN NOT NULL DEFAULT FALSE,
+				created_at {time} NOT NULL,
+				raw {blob})`,
+			`CREATE UNIQUE INDEX messages_folder_uid ON messages (folder_id, uidvalidity, uid)`,
+			`CREATE INDEX messages_folder_date ON messages (folder_id, internal_date, id)`,
+			`CREATE INDEX messages_mailbox_date ON messages (mailbox_id, internal_date, id)`,
+			// sync_leases give each mailbox to one sync worker at a time. A
+			// holder renews expires_at; a lease past expires_at (its holder
+			// died) or with owner '' is free. sync_requested asks the holder,
+			// whichever instance it is, for a sync pass now.
+			`CREATE TABLE sync_leases (
+				mailbox_id BIGINT PRIMARY KEY REFERENCES mailboxes (id) ON DELETE CASCADE,
+				owner TEXT NOT NULL DEFAULT '',
+				expires_at {time} NOT NULL,
+				acquired_at {time} NOT NULL,
+				sync_requested BOOLEAN NOT NULL DEFAULT FALSE)`,
+			`CREATE INDEX sync_leases_owner ON sync_leases (owner, expires_at)`,
+			// sync_instances are the live sync engines (heartbeat in seen_at),
+			// so that each takes an even share of the mailboxes.
+			`CREATE TABLE sync_instances (
+				id TEXT PRIMARY KEY,
+				started_at {time} NOT NULL,
+				seen_at {time} NOT NULL)`,
+			// sync_quarantine counts the failed attempts at a message that
+			// cannot be read; after the engine's limit it is quarantined:
+			// left out of every later sync of that UIDVALIDITY.
+			`CREATE TABLE sync_quarantine (
+				id {id},
+				mailbox_id BIGINT NOT NULL REFERENCES mailboxes (id) ON DELETE CASCADE,
+				folder_id BIGINT NOT NULL REFERENCES mailbox_folders (id) ON DELETE CASCADE,
+				uidvalidity BIGINT NOT NULL,
+				uid BIGINT NOT NULL,
+				attempts INTEGER NOT NULL DEFAULT 0,
+				quarantined BOOLEAN NOT NULL DEFAULT FALSE,
+				last_error TEXT NOT NULL DEFAULT '',
+				updated_at {time} NOT NULL)`,
+			`CREATE UNIQUE INDEX sync_quarantine_uid ON sync_quarantine (folder_id, uidvalidity, uid)`,
+		}},
+		// Version 4 is the IMAP sync's.
+		{Version: 5, Name: "sender confirmations", Statements: []string{
+			// sender_confirmations are addresses waiting for the code mailed
+			// to them. Only a salted hash of the code is stored.
+			`CREATE TABLE sender_confirmations (
+				id {id},
+				user_id BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+				email TEXT NOT NULL,
+				name TEXT NOT NULL DEFAULT '',
+				shared BOOLEAN NOT NULL DEFAULT FALSE,
+				code_hash TEXT NOT NULL,
+				attempts INTEGER NOT NULL DEFAULT 0,
+				expires_at {time} NOT NULL,
+				used_at {time},
+				outbox_id BIGINT,
+				created_at {time} NOT NULL)`,
+			`CREATE INDEX sender_confirmations_user ON sender_confirmations (user_id, created_at)`,
+			`CREATE INDEX sender_confirmations_email ON sender_confirmations (lower(email), created_at)`,
+		}},
 	}
 }
 
