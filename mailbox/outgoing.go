@@ -134,7 +134,10 @@ func (s *Service) SetOutgoing(ctx context.Context, c outgoing.Caller, id int64, 
 	if err != nil {
 		return Mailbox{}, nil, err
 	}
-	rep := s.out.CheckSMTP(ctx, c, r.settings, mb.Email, "")
+	rep, err := s.out.CheckSMTP(ctx, c, r.settings, mb.Email, "")
+	if err != nil {
+		return Mailbox{}, nil, err
+	}
 	if !rep.OK {
 		return Mailbox{}, &rep, &apperr.Error{Kind: apperr.ErrUnprocessable, Code: "check_failed",
 			Message: fmt.Sprintf("the SMTP check failed at step %s; the settings were not saved", rep.Failed), Detail: rep}
@@ -179,7 +182,7 @@ func (s *Service) CheckOutgoing(ctx context.Context, c outgoing.Caller, id int64
 	if err != nil {
 		return outgoing.Report{}, err
 	}
-	return s.out.CheckSMTP(ctx, c, r.settings, mb.Email, ""), nil
+	return s.out.CheckSMTP(ctx, c, r.settings, mb.Email, "")
 }
 
 // savedSettings returns the SMTP settings a mailbox with outgoing on sends
@@ -305,7 +308,7 @@ func (s *Service) outgoingStatus(ctx context.Context, c outgoing.Caller, mb Mail
 
 func (s *Service) runStatusCheck(ctx context.Context, c outgoing.Caller, mb Mailbox, set outgoing.Settings, e *statusEntry) {
 	defer close(e.done)
-	rep := s.out.CheckSMTP(ctx, c, set, mb.Email, "")
+	rep := s.out.CheckSMTPStatus(ctx, c, set, mb.Email)
 	st := OutgoingStatus{OK: rep.OK, Step: rep.Failed}
 	for _, step := range rep.Steps {
 		if !step.OK {

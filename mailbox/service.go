@@ -229,6 +229,9 @@ func (s *Service) Connect(ctx context.Context, c outgoing.Caller, in ConnectInpu
 	if dup > 0 {
 		return Mailbox{}, IMAPCheckResult{}, mailboxTaken(email)
 	}
+	if err := s.out.LimitCheck(c, set.Host, set.Login); err != nil {
+		return Mailbox{}, IMAPCheckResult{}, err
+	}
 	res := s.imap.Check(ctx, set, c.Lang, s.cfg.CheckTimeout)
 	if !res.Report.OK {
 		return Mailbox{}, res, &apperr.Error{Kind: apperr.ErrUnprocessable, Code: "check_failed",
@@ -356,6 +359,9 @@ func (s *Service) Update(ctx context.Context, c outgoing.Caller, id int64, in Up
 			set.Password = *in.Password
 		}
 		if err := set.Validate("imap."); err != nil {
+			return Mailbox{}, nil, err
+		}
+		if err := s.out.LimitCheck(c, set.Host, set.Login); err != nil {
 			return Mailbox{}, nil, err
 		}
 		r := s.imap.Check(ctx, set, c.Lang, s.cfg.CheckTimeout)

@@ -116,14 +116,17 @@ func (s *Service) CreateAccount(ctx context.Context, c Caller, in AccountInput) 
 		return Account{}, Report{}, err
 	}
 	set := Settings{Host: a.Host, Port: a.Port, Security: a.Security, Auth: a.Auth, Login: a.Login, Password: pw}
-	rep := s.check(ctx, c, set, a.Email, in.TestRecipient)
+	rep, err := s.check(ctx, c, set, a.Email, in.TestRecipient)
+	if err != nil {
+		return Account{}, Report{}, err
+	}
 	if !rep.OK {
 		return Account{}, rep, checkFailed(rep)
 	}
 	now := s.now()
 	a.CreatedAt, a.UpdatedAt = now, now
 	markChecked(&a, rep, now)
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := tx.Create(&a).Error; err != nil {
 			return err
 		}
@@ -163,7 +166,10 @@ func (s *Service) UpdateAccount(ctx context.Context, c Caller, id int64, in Acco
 	var rep *Report
 	now := s.now()
 	if set.ConnectionChanged(old) || !strings.EqualFold(oldEmail, a.Email) || in.TestRecipient != "" {
-		r := s.check(ctx, c, set, a.Email, in.TestRecipient)
+		r, err := s.check(ctx, c, set, a.Email, in.TestRecipient)
+		if err != nil {
+			return Account{}, nil, err
+		}
 		rep = &r
 		if !r.OK {
 			return Account{}, rep, checkFailed(r)
@@ -228,10 +234,19 @@ func (s *Service) CheckSettings(ctx context.Context, c Caller, base *int64, in A
 		}
 	}
 	set := Settings{Host: a.Host, Port: a.Port, Security: a.Security, Auth: a.Auth, Login: a.Login, Password: pw}
-	return s.check(ctx, c, set, a.Email, in.TestRecipient), nil
+	return s.check(ctx, c, set, a.Email, in.TestRecipient)
 }
 
-func (s *Service) check(ctx context.Context, c Caller, set Settings, email, testRecipient string) Report {
+// check runs a check a caller asked for, within the abuse limits.
+func (s *Service) check(ctx context.Context, c Caller, set Settings, email, testRecipient string) (Report, error) {
+	if err := s.LimitCheck(c, set.Host, set.Login); err != nil {
+		return Report{}, err
+	}
+	return s.checkNow(ctx, c, set, email, testRecipient), nil
+}
+
+// checkNow runs a check without counting it against the limits.
+func (s *Service) checkNow(ctx context.Context, c Caller, set Settings, email, testRecipient string) Report {
 	rep := s.checker.Check(ctx, CheckRequest{
 		Settings: set, From: email, Rcpt: email, TestRecipient: testRecipient,
 		Lang: c.Lang, Timeout: s.cfg.CheckTimeout,

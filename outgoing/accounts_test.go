@@ -195,3 +195,32 @@ func TestAccountValidationNamesTheField(t *testing.T) {
 		t.Errorf("invalid settings reached the server (%d connections)", n)
 	}
 }
+
+// The service is no password-guessing proxy: checks of one login on one
+// server are limited (5 a minute), with Retry-After, and the window moves on.
+func TestChecksAreRateLimited(t *testing.T) {
+	e := newEnv(t, storetest.Open(t, store.SQLite), outgoing.Config{})
+	p := e.peer(t, testpeer.SMTPStartTLS, nil)
+	in := accountInput(p, outgoing.SecuritySTARTTLS, "")
+	wrong := secret.Secret("guess")
+	in.Password = &wrong
+	ctx := context.Background()
+	for i := range 5 {
+		if _, err := e.svc.CheckSettings(ctx, admin, nil, in); err != nil {
+			t.Fatalf("check %d = %v", i+1, err)
+		}
+	}
+	conns := p.Conns()
+	_, err := e.svc.CheckSettings(ctx, admin, nil, in)
+	ae, ok := apperr.As(err)
+	if !errors.Is(err, apperr.ErrRateLimited) || !ok || ae.RetryAfter <= 0 {
+		t.Fatalf("6th check within a minute = %v, want 429 with Retry-After", err)
+	}
+	if p.Conns() != conns {
+		t.Errorf("a refused check still dialled the server")
+	}
+	e.clock.Advance(61 * time.Second)
+	if _, err := e.svc.CheckSettings(ctx, admin, nil, in); err != nil {
+		t.Errorf("a check after the window = %v", err)
+	}
+}

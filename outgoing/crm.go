@@ -236,7 +236,10 @@ func (s *Service) UpdateSender(ctx context.Context, c Caller, id string, p Sende
 			return SenderView{}, nil, err
 		}
 		if set.ConnectionChanged(old) {
-			r := s.check(ctx, c, set, sd.Email, "")
+			r, err := s.check(ctx, c, set, sd.Email, "")
+			if err != nil {
+				return SenderView{}, nil, err
+			}
 			rep = &r
 			if !r.OK {
 				return SenderView{}, rep, checkFailed(r)

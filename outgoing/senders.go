@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mailsync/mailsync/internal/apperr"
+	"github.com/mailsync/mailsync/internal/ratelimit"
 	"github.com/mailsync/mailsync/internal/secret"
 	"github.com/mailsync/mailsync/internal/store"
 	"gorm.io/gorm"
@@ -54,10 +55,30 @@ func (s *Service) senderSettings(sd Sender) (Settings, error) {
 	return set, nil
 }
 
-// CheckSMTP checks settings as a sender with address from: through RCPT to
-// that same address, or with testRecipient a real test message too.
-func (s *Service) CheckSMTP(ctx context.Context, c Caller, set Settings, from, testRecipient string) Report {
+// CheckSMTP checks settings a caller entered, as a sender with address from:
+// through RCPT to that same address, or with testRecipient a real test
+// message too. It counts against the caller's abuse limits (429).
+func (s *Service) CheckSMTP(ctx context.Context, c Caller, set Settings, from, testRecipient string) (Report, error) {
 	return s.check(ctx, c, set, from, testRecipient)
+}
+
+// CheckSMTPStatus re-checks saved settings for a status display. It is not
+// rate-limited: its callers bound it themselves (the mailbox settings view
+// shares one check per mailbox and reuses it for a TTL).
+func (s *Service) CheckSMTPStatus(ctx context.Context, c Caller, set Settings, from string) Report {
+	return s.checkNow(ctx, c, set, from, "")
+}
+
+// LimitCheck counts one check or connect a caller triggers against the
+// abuse limits: 10 a minute per user, 30 a minute per mail server, 5 a
+// minute per (server, login). It returns a 429 error when a limit is full.
+func (s *Service) LimitCheck(c Caller, host, login string) error {
+	host = strings.ToLower(host)
+	return s.limiter.Allow(
+		ratelimit.Rule{Key: fmt.Sprintf("user:%d", c.UserID), Limit: 10, Per: time.Minute, What: "checks and connects per user"},
+		ratelimit.Rule{Key: "host:" + host, Limit: 30, Per: time.Minute, What: "checks of this server"},
+		ratelimit.Rule{Key: "login:" + host + "\x00" + strings.ToLower(login), Limit: 5, Per: time.Minute, What: "checks of this login on this server"},
+	)
 }
 
 // PutMailboxSender creates or updates the sender mirrored from a mailbox,
@@ -160,7 +181,10 @@ func (s *Service) CreateSMTPSender(ctx context.Context, c Caller, in SMTPSenderI
 	if err := in.Settings.Validate("smtp."); err != nil {
 		return Sender{}, Report{}, err
 	}
-	rep := s.check(ctx, c, in.Settings, email, "")
+	rep, err := s.check(ctx, c, in.Settings, email, "")
+	if err != nil {
+		return Sender{}, Report{}, err
+	}
 	if !rep.OK {
 		return Sender{}, rep, checkFailed(rep)
 	}

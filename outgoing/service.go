@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/mailsync/mailsync/internal/ratelimit"
 	"github.com/mailsync/mailsync/internal/secret"
 	"github.com/mailsync/mailsync/internal/store"
 )
@@ -89,6 +90,7 @@ type Service struct {
 	metrics *Metrics
 	routers []Router
 	wake    chan struct{}
+	limiter *ratelimit.Limiter
 }
 
 // Deps are what a Service needs.
@@ -100,6 +102,8 @@ type Deps struct {
 	Clock   Clock    // nil = the system clock
 	Logger  *slog.Logger
 	Metrics *Metrics // nil = unregistered metrics
+	// Limiter counts user-triggered checks; nil = a new one on the clock.
+	Limiter *ratelimit.Limiter
 }
 
 // NewService builds the service.
@@ -122,6 +126,10 @@ func NewService(d Deps, cfg Config) *Service {
 		s.metrics = NewMetrics(nil)
 	}
 	s.routers = []Router{systemRouter{s}, smtpRouter{s}, addressRouter{s}}
+	s.limiter = d.Limiter
+	if s.limiter == nil {
+		s.limiter = ratelimit.New(s.clock.Now)
+	}
 	return s
 }
 
