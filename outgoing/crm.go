@@ -35,14 +35,14 @@ const (
 // SenderView is one entry of the sender list: a senders row or a system
 // account shared with users.
 type SenderView struct {
-	ID          string // "12" for a senders row, "system-5" for system account 5
-	Kind        string
-	Email       string
-	Name        string
-	Shared      bool
-	Owner       int64 // 0 for system accounts
-	MailboxID   *int64
-	Deletable   bool
+	ID           string // "12" for a senders row, "system-5" for system account 5
+	Kind         string
+	Email        string
+	Name         string
+	Shared       bool
+	Owner        int64 // 0 for system accounts
+	MailboxID    *int64
+	Deletable    bool
 	NotDeletable string // why not, as a stable code
 }
 
