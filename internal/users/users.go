@@ -184,6 +184,41 @@ func (s *Store) Authenticate(ctx context.Context, token string) (User, error) {
 	return u, nil
 }
 
+// Token is an API token as listed: its name and dates, never its value.
+type Token struct {
+	ID         int64
+	UserID     int64
+	Name       string
+	CreatedAt  time.Time
+	LastUsedAt *time.Time
+}
+
+// Tokens lists a user's tokens, oldest first.
+func (s *Store) Tokens(ctx context.Context, userID int64) ([]Token, error) {
+	var ts []apiToken
+	if err := s.db.WithContext(ctx).Where("user_id = ?", userID).Order("id").Find(&ts).Error; err != nil {
+		return nil, fmt.Errorf("list tokens of user %d: %w", userID, err)
+	}
+	out := make([]Token, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, Token{ID: t.ID, UserID: t.UserID, Name: t.Name, CreatedAt: t.CreatedAt, LastUsedAt: t.LastUsedAt})
+	}
+	return out, nil
+}
+
+// RevokeToken deletes one of a user's tokens: from then on it
+// authenticates nobody. A token of another user answers as missing.
+func (s *Store) RevokeToken(ctx context.Context, userID, tokenID int64) error {
+	res := s.db.WithContext(ctx).Where("id = ? AND user_id = ?", tokenID, userID).Delete(&apiToken{})
+	if res.Error != nil {
+		return fmt.Errorf("revoke token %d of user %d: %w", tokenID, userID, res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return apperr.NotFound("token")
+	}
+	return nil
+}
+
 // ByID returns a user.
 func (s *Store) ByID(ctx context.Context, id int64) (User, error) {
 	var u User

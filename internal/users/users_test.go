@@ -104,3 +104,43 @@ func TestBootstrapOnce(t *testing.T) {
 		}
 	})
 }
+
+// Tokens lists a user's tokens without their values; RevokeToken ends one
+// token only, and only its owner's.
+func TestTokensAndRevoke(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		us := users.New(db)
+		ann, first, err := us.CreateWithToken(ctx, "ann@example.com", "Ann", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		second, err := us.IssueToken(ctx, ann.ID, "cli")
+		if err != nil {
+			t.Fatal(err)
+		}
+		bob, _, err := us.CreateWithToken(ctx, "bob@example.com", "Bob", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		toks, err := us.Tokens(ctx, ann.ID)
+		if err != nil || len(toks) != 2 || toks[0].Name != "first" || toks[1].Name != "cli" || toks[0].UserID != ann.ID {
+			t.Fatalf("Tokens() = %+v, %v; want first and cli", toks, err)
+		}
+		if err := us.RevokeToken(ctx, bob.ID, toks[1].ID); !errors.Is(err, apperr.ErrNotFound) {
+			t.Errorf("RevokeToken() of another user's token = %v, want not found", err)
+		}
+		if err := us.RevokeToken(ctx, ann.ID, toks[1].ID); err != nil {
+			t.Fatalf("RevokeToken() = %v", err)
+		}
+		if _, err := us.Authenticate(ctx, second.Reveal()); !errors.Is(err, apperr.ErrUnauthenticated) {
+			t.Errorf("Authenticate() with a revoked token = %v, want unauthenticated", err)
+		}
+		if _, err := us.Authenticate(ctx, first.Reveal()); err != nil {
+			t.Errorf("Authenticate() with the other token = %v", err)
+		}
+		if err := us.RevokeToken(ctx, ann.ID, toks[1].ID); !errors.Is(err, apperr.ErrNotFound) {
+			t.Errorf("RevokeToken() twice = %v, want not found", err)
+		}
+	})
+}
