@@ -65,10 +65,22 @@ func newITEnv(t *testing.T, cfg outgoing.Config) *itEnv {
 	return &itEnv{srv: srv, db: db, peer: peer, ca: ca}
 }
 
+func (e *itEnv) callAnon(t *testing.T, method, path, body string) (int, string) {
+	t.Helper()
+	return e.do(t, method, path, "", body)
+}
+
 func (e *itEnv) call(t *testing.T, method, path, token, body string) (int, string) {
 	t.Helper()
+	return e.do(t, method, path, token, body)
+}
+
+func (e *itEnv) do(t *testing.T, method, path, token, body string) (int, string) {
+	t.Helper()
 	req := httptest.NewRequest(method, path, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+token)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -226,3 +238,38 @@ func TestRetryAfterHeader(t *testing.T) {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// Creating a sender, per kind × caller: only own-SMTP senders are created
+// here (for the caller); an address is confirmed by a code, mailbox
+// senders come from mailboxes and system ones from the admin's accounts.
+func TestCreateSenderKindCaller(t *testing.T) {
+	e := newITEnv(t, outgoing.Config{})
+	smtp := `"smtp":{"host":"localhost","port":` + itoa(int64(e.peer.Port())) + `,"security":"starttls","login":"` + itAddr + `","password":"` + itPass + `"}`
+	for _, tok := range []string{"mst_ann", "mst_bob", "mst_admin"} {
+		for _, c := range []struct {
+			kind, body string
+			status     int
+			code       string
+		}{
+			{"smtp", `{"kind":"smtp","email":"` + itAddr + `",` + smtp + `}`, http.StatusCreated, ""},
+			{"address", `{"kind":"address","email":"x@example.net"}`, http.StatusBadRequest, "use_confirmation"},
+			{"mailbox", `{"kind":"mailbox","email":"x@example.net"}`, http.StatusBadRequest, "invalid_choice"},
+			{"system", `{"kind":"system","email":"x@example.net"}`, http.StatusBadRequest, "invalid_choice"},
+		} {
+			code, body := e.call(t, "POST", "/api/v1/senders", tok, c.body)
+			if code != c.status || (c.code != "" && !strings.Contains(body, `"code":"`+c.code+`"`)) {
+				t.Errorf("create %s sender as %s = %d %s, want %d %s", c.kind, tok, code, body, c.status, c.code)
+			}
+			if c.kind == "smtp" && code == http.StatusCreated {
+				var out struct {
+					Sender senderJSON `json:"sender"`
+				}
+				_ = json.Unmarshal([]byte(body), &out)
+				want := map[string]int64{"mst_ann": 2, "mst_bob": 3, "mst_admin": 1}[tok]
+				if out.Sender.Owner == nil || *out.Sender.Owner != want || strings.Contains(body, itPass) {
+					t.Errorf("the sender created by %s is owned by %v (want %d), or shows the password", tok, out.Sender.Owner, want)
+				}
+			}
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -23,6 +24,7 @@ type Outgoing interface {
 	DeleteAccount(ctx context.Context, id int64) error
 	CheckSettings(ctx context.Context, c outgoing.Caller, base *int64, in outgoing.AccountInput) (outgoing.Report, error)
 	Submit(ctx context.Context, c outgoing.Caller, d outgoing.Draft, opts outgoing.SubmitOptions) (outgoing.OutboxMessage, error)
+	SubmitRaw(ctx context.Context, c outgoing.Caller, envelopeFrom string, rcpts []string, raw io.Reader, opts outgoing.SubmitOptions) (outgoing.OutboxMessage, error)
 	GetMessage(ctx context.Context, c outgoing.Caller, id int64) (outgoing.OutboxMessage, error)
 	ListLog(ctx context.Context, c outgoing.Caller, f outgoing.LogFilter) ([]outgoing.LogEntry, string, error)
 	Config() outgoing.Config

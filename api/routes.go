@@ -29,6 +29,9 @@ func (s *Server) routeTable() []route {
 		{Method: "PUT", Path: "/api/v1/mailboxes/{id}/outgoing", Access: User, handle: s.setOutgoing},
 		{Method: "POST", Path: "/api/v1/mailboxes/{id}/outgoing/check", Access: User, handle: s.checkOutgoing},
 		{Method: "GET", Path: "/api/v1/mailboxes/{id}/settings", Access: User, handle: s.mailboxSettings},
+		{Method: "GET", Path: "/api/v1/mailboxes/{id}/messages", Access: User, handle: s.listMessages},
+		{Method: "GET", Path: "/api/v1/mailboxes/{id}/messages/{message_id}", Access: User, handle: s.getMessage},
+		{Method: "POST", Path: "/api/v1/mailboxes/{id}/sync", Access: User, handle: s.syncMailbox},
 
 		{Method: "GET", Path: "/api/v1/senders", Access: User, handle: s.listSenders},
 		{Method: "POST", Path: "/api/v1/senders", Access: User, handle: s.createSender},
@@ -39,6 +42,7 @@ func (s *Server) routeTable() []route {
 		{Method: "POST", Path: "/api/v1/senders/confirmations/{id}", Access: User, handle: s.confirmSender},
 
 		{Method: "POST", Path: "/api/v1/outbox", Access: User, handle: s.submit},
+		{Method: "POST", Path: "/api/v1/outbox/raw", Access: User, handle: s.submitRaw},
 		{Method: "GET", Path: "/api/v1/outbox/{id}", Access: User, handle: s.getOutbox},
 		{Method: "GET", Path: "/api/v1/send-log", Access: User, handle: s.listLog},
 	}

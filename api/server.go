@@ -33,10 +33,14 @@ type Deps struct {
 	Ready          Readiness
 	Outgoing       Outgoing
 	Mailboxes      Mailboxes
+	Messages       Messages // the IMAP sync engine; nil: its routes answer 503
 	Senders        Senders
 	ProviderLookup ProviderLookup
 	Registry       *prometheus.Registry // where metrics are registered and gathered from
 	Version        string
+	// Web, when set, serves every request outside /api/, /healthz, /readyz
+	// and /metrics: the server-rendered pages (package api/web).
+	Web http.Handler
 }
 
 // Server serves the API.
@@ -71,11 +75,25 @@ func New(deps Deps) *Server {
 func (s *Server) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, pattern := s.mux.Handler(r); pattern == "" {
+			if s.deps.Web != nil && !apiPath(r.URL.Path) {
+				s.deps.Web.ServeHTTP(w, r)
+				return
+			}
 			s.fallback.ServeHTTP(w, r)
 			return
 		}
 		s.mux.ServeHTTP(w, r)
 	})
+}
+
+// apiPath reports whether a path belongs to the API and the operators'
+// endpoints rather than to the pages.
+func apiPath(p string) bool {
+	switch p {
+	case "/api", "/healthz", "/readyz", "/metrics":
+		return true
+	}
+	return strings.HasPrefix(p, "/api/")
 }
 
 // noRoute answers a request no route matches: 405 with Allow when the path

@@ -272,159 +272,175 @@ func TestOutgoingBlockAndMirroredSender(t *testing.T) {
 
 // The own-SMTP sender preloads the block when no SMTP fields are given.
 func TestOwnSMTPSenderPreloadsTheBlock(t *testing.T) {
-	e := newEnv(t, store.SQLite, nil)
-	ctx := context.Background()
-	mb := e.connect(t, ann)
-	if _, _, err := e.out.CreateSMTPSender(ctx, ann, outgoing.SMTPSenderInput{Email: annAddr,
-		Settings: outgoing.Settings{Host: "localhost", Port: e.smtp.Port(), Security: outgoing.SecuritySTARTTLS,
-			Auth: outgoing.AuthLogin, Login: annAddr, Password: annSMTPPass}}); err != nil {
-		t.Fatal(err)
-	}
-	v, err := e.mbs.Settings(ctx, ann, mb.ID)
-	if err != nil || v.Suggestion == nil || v.Suggestion.Host != "localhost" || v.Suggestion.Password != "" {
-		t.Fatalf("Settings() suggestion = %+v, %v", v.Suggestion, err)
-	}
-	got, _, err := e.mbs.SetOutgoing(ctx, ann, mb.ID, OutgoingInput{Enabled: true})
-	if err != nil || got.OutSource != SourceSender {
-		t.Fatalf("SetOutgoing() with no fields = %v, source %q; want the sender's settings", err, got.OutSource)
+	for _, d := range storetest.Dialects {
+		t.Run(string(d), func(t *testing.T) {
+			e := newEnv(t, d, nil)
+			ctx := context.Background()
+			mb := e.connect(t, ann)
+			if _, _, err := e.out.CreateSMTPSender(ctx, ann, outgoing.SMTPSenderInput{Email: annAddr,
+				Settings: outgoing.Settings{Host: "localhost", Port: e.smtp.Port(), Security: outgoing.SecuritySTARTTLS,
+					Auth: outgoing.AuthLogin, Login: annAddr, Password: annSMTPPass}}); err != nil {
+				t.Fatal(err)
+			}
+			v, err := e.mbs.Settings(ctx, ann, mb.ID)
+			if err != nil || v.Suggestion == nil || v.Suggestion.Host != "localhost" || v.Suggestion.Password != "" {
+				t.Fatalf("Settings() suggestion = %+v, %v", v.Suggestion, err)
+			}
+			got, _, err := e.mbs.SetOutgoing(ctx, ann, mb.ID, OutgoingInput{Enabled: true})
+			if err != nil || got.OutSource != SourceSender {
+				t.Fatalf("SetOutgoing() with no fields = %v, source %q; want the sender's settings", err, got.OutSource)
+			}
+		})
 	}
 }
 
 // A mailbox whose address is a system account's: enabling with no SMTP
 // fields uses the account.
 func TestSystemAccountMailbox(t *testing.T) {
-	e := newEnv(t, store.SQLite, nil)
-	ctx := context.Background()
-	sec, auth := outgoing.SecuritySTARTTLS, outgoing.AuthLogin
-	pw := secret.Secret(annSMTPPass)
-	email, host, port, login := annAddr, "localhost", e.smtp.Port(), annAddr
-	if _, _, err := e.out.CreateAccount(ctx, adm, outgoing.AccountInput{Email: &email, Host: &host, Port: &port,
-		Security: &sec, Auth: &auth, Login: &login, Password: &pw}); err != nil {
-		t.Fatal(err)
-	}
-	mb := e.connect(t, adm)
-	got, rep, err := e.mbs.SetOutgoing(ctx, adm, mb.ID, OutgoingInput{Enabled: true})
-	if err != nil || got.OutSource != SourceSystem || rep == nil || !rep.OK {
-		t.Fatalf("SetOutgoing() = %v, source %q", err, got.OutSource)
+	for _, d := range storetest.Dialects {
+		t.Run(string(d), func(t *testing.T) {
+			e := newEnv(t, d, nil)
+			ctx := context.Background()
+			sec, auth := outgoing.SecuritySTARTTLS, outgoing.AuthLogin
+			pw := secret.Secret(annSMTPPass)
+			email, host, port, login := annAddr, "localhost", e.smtp.Port(), annAddr
+			if _, _, err := e.out.CreateAccount(ctx, adm, outgoing.AccountInput{Email: &email, Host: &host, Port: &port,
+				Security: &sec, Auth: &auth, Login: &login, Password: &pw}); err != nil {
+				t.Fatal(err)
+			}
+			mb := e.connect(t, adm)
+			got, rep, err := e.mbs.SetOutgoing(ctx, adm, mb.ID, OutgoingInput{Enabled: true})
+			if err != nil || got.OutSource != SourceSystem || rep == nil || !rep.OK {
+				t.Fatalf("SetOutgoing() = %v, source %q", err, got.OutSource)
+			}
+		})
 	}
 }
 
 func TestSettingsViewBoundedAndShared(t *testing.T) {
-	release := make(chan struct{})
-	var blocked sync.Once
-	stalled := make(chan struct{})
-	e := newEnv(t, store.SQLite, &testpeer.SMTPScript{
-		Rcpt: func(n int, _ string) error {
-			if n > 1 { // the first RCPT is the check when saving
-				blocked.Do(func() { close(stalled) })
-				<-release
+	for _, d := range storetest.Dialects {
+		t.Run(string(d), func(t *testing.T) {
+			release := make(chan struct{})
+			var blocked sync.Once
+			stalled := make(chan struct{})
+			e := newEnv(t, d, &testpeer.SMTPScript{
+				Rcpt: func(n int, _ string) error {
+					if n > 1 { // the first RCPT is the check when saving
+						blocked.Do(func() { close(stalled) })
+						<-release
+					}
+					return nil
+				},
+			})
+			defer close(release)
+			ctx := context.Background()
+			mb := e.connect(t, ann)
+			if _, _, err := e.mbs.SetOutgoing(ctx, ann, mb.ID, OutgoingInput{Enabled: true, SMTP: e.smtpIn(annSMTPPass)}); err != nil {
+				t.Fatal(err)
 			}
-			return nil
-		},
-	})
-	defer close(release)
-	ctx := context.Background()
-	mb := e.connect(t, ann)
-	if _, _, err := e.mbs.SetOutgoing(ctx, ann, mb.ID, OutgoingInput{Enabled: true, SMTP: e.smtpIn(annSMTPPass)}); err != nil {
-		t.Fatal(err)
-	}
-	before := e.smtp.Conns()
-	const views = 50
-	var wg sync.WaitGroup
-	results := make(chan *OutgoingStatus, views)
-	start := time.Now()
-	for range views {
-		wg.Go(func() {
-			v, err := e.mbs.Settings(ctx, ann, mb.ID)
-			if err != nil {
-				t.Errorf("Settings() = %v", err)
-				return
+			before := e.smtp.Conns()
+			const views = 50
+			var wg sync.WaitGroup
+			results := make(chan *OutgoingStatus, views)
+			start := time.Now()
+			for range views {
+				wg.Go(func() {
+					v, err := e.mbs.Settings(ctx, ann, mb.ID)
+					if err != nil {
+						t.Errorf("Settings() = %v", err)
+						return
+					}
+					results <- v.Status
+				})
 			}
-			results <- v.Status
+			wg.Wait()
+			elapsed := time.Since(start)
+			close(results)
+			for st := range results {
+				if st == nil || st.OK || st.Step != outgoing.StepRcpt || st.Code != "timeout" {
+					t.Errorf("status of a stalled server = %+v, want a timeout at rcpt", st)
+					break
+				}
+			}
+			if elapsed > 3*time.Second+time.Second {
+				t.Errorf("50 views took %v, want within the check timeout + 1 s", elapsed)
+			}
+			if n := e.smtp.Conns() - before; n != 1 {
+				t.Errorf("50 concurrent views made %d SMTP connections, want exactly 1", n)
+			}
 		})
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	close(results)
-	for st := range results {
-		if st == nil || st.OK || st.Step != outgoing.StepRcpt || st.Code != "timeout" {
-			t.Errorf("status of a stalled server = %+v, want a timeout at rcpt", st)
-			break
-		}
-	}
-	if elapsed > 3*time.Second+time.Second {
-		t.Errorf("50 views took %v, want within the check timeout + 1 s", elapsed)
-	}
-	if n := e.smtp.Conns() - before; n != 1 {
-		t.Errorf("50 concurrent views made %d SMTP connections, want exactly 1", n)
 	}
 }
 
 func TestSendWithSaveCopy(t *testing.T) {
-	e := newEnv(t, store.SQLite, nil)
-	ctx := context.Background()
-	mb := e.connect(t, ann)
-	if _, _, err := e.mbs.SetOutgoing(ctx, ann, mb.ID, OutgoingInput{Enabled: true, SaveCopy: true, SMTP: e.smtpIn(annSMTPPass)}); err != nil {
-		t.Fatal(err)
-	}
-	m, err := e.out.Submit(ctx, ann, outgoing.Draft{From: annAddr, To: []string{"client@example.org"}, Subject: "Offer", Text: "Hello"}, outgoing.SubmitOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m.RouteKind != outgoing.KindMailbox {
-		t.Fatalf("routed as %q, want mailbox", m.RouteKind)
-	}
-	w := e.out.NewWorker()
-	if _, err := w.ProcessDue(ctx); err != nil {
-		t.Fatal(err)
-	}
-	got, _ := e.out.GetMessage(ctx, ann, m.ID)
-	if got.Status != outgoing.StatusSent || got.SentCopy != CopyAppended {
-		t.Fatalf("status %q copy %q, want sent and appended", got.Status, got.SentCopy)
-	}
-	if n := len(e.smtp.Messages()); n != 1 {
-		t.Errorf("the SMTP peer received %d messages, want 1", n)
-	}
-	c := e.dv.Client(t, annAddr, annIMAPPass)
-	sentCount := func() uint32 {
-		t.Helper()
-		sel, err := c.Select("Sent", &imap.SelectOptions{ReadOnly: true}).Wait()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return sel.NumMessages
-	}
-	if n := sentCount(); n != 1 {
-		t.Fatalf("Sent holds %d messages, want 1", n)
-	}
-	// The same Message-ID again: nothing appended.
-	full, _ := e.out.GetMessage(ctx, adm, m.ID)
-	var raw []byte
-	e.db.Gorm.Raw("SELECT raw FROM outbox WHERE id = ?", m.ID).Scan(&raw)
-	full.Raw = raw
-	res, err := mailboxRouter{e.mbs}.SaveCopy(ctx, mb.ID, full)
-	if err != nil || res != CopyExists {
-		t.Errorf("SaveCopy() of the same message = %q, %v; want exists", res, err)
-	}
-	if n := sentCount(); n != 1 {
-		t.Errorf("Sent holds %d messages after a second copy, want 1", n)
-	}
-	// A provider that files sent mail itself: nothing appended.
-	if err := e.db.Gorm.Model(&Mailbox{}).Where("id = ?", mb.ID).Update("provider", "gmail").Error; err != nil {
-		t.Fatal(err)
-	}
-	m2, err := e.out.Submit(ctx, ann, outgoing.Draft{From: annAddr, To: []string{"client@example.org"}, Subject: "Two", Text: "Hi"}, outgoing.SubmitOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.ProcessDue(ctx); err != nil {
-		t.Fatal(err)
-	}
-	got2, _ := e.out.GetMessage(ctx, ann, m2.ID)
-	if got2.Status != outgoing.StatusSent || got2.SentCopy != CopySkipped {
-		t.Errorf("with a provider filing sent mail: status %q copy %q", got2.Status, got2.SentCopy)
-	}
-	if n := sentCount(); n != 1 {
-		t.Errorf("Sent holds %d messages, want still 1", n)
+	for _, d := range storetest.Dialects {
+		t.Run(string(d), func(t *testing.T) {
+			e := newEnv(t, d, nil)
+			ctx := context.Background()
+			mb := e.connect(t, ann)
+			if _, _, err := e.mbs.SetOutgoing(ctx, ann, mb.ID, OutgoingInput{Enabled: true, SaveCopy: true, SMTP: e.smtpIn(annSMTPPass)}); err != nil {
+				t.Fatal(err)
+			}
+			m, err := e.out.Submit(ctx, ann, outgoing.Draft{From: annAddr, To: []string{"client@example.org"}, Subject: "Offer", Text: "Hello"}, outgoing.SubmitOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.RouteKind != outgoing.KindMailbox {
+				t.Fatalf("routed as %q, want mailbox", m.RouteKind)
+			}
+			w := e.out.NewWorker()
+			if _, err := w.ProcessDue(ctx); err != nil {
+				t.Fatal(err)
+			}
+			got, _ := e.out.GetMessage(ctx, ann, m.ID)
+			if got.Status != outgoing.StatusSent || got.SentCopy != CopyAppended {
+				t.Fatalf("status %q copy %q, want sent and appended", got.Status, got.SentCopy)
+			}
+			if n := len(e.smtp.Messages()); n != 1 {
+				t.Errorf("the SMTP peer received %d messages, want 1", n)
+			}
+			c := e.dv.Client(t, annAddr, annIMAPPass)
+			sentCount := func() uint32 {
+				t.Helper()
+				sel, err := c.Select("Sent", &imap.SelectOptions{ReadOnly: true}).Wait()
+				if err != nil {
+					t.Fatal(err)
+				}
+				return sel.NumMessages
+			}
+			if n := sentCount(); n != 1 {
+				t.Fatalf("Sent holds %d messages, want 1", n)
+			}
+			// The same Message-ID again: nothing appended.
+			full, _ := e.out.GetMessage(ctx, adm, m.ID)
+			var raw []byte
+			e.db.Gorm.Raw("SELECT raw FROM outbox WHERE id = ?", m.ID).Scan(&raw)
+			full.Raw = raw
+			res, err := mailboxRouter{e.mbs}.SaveCopy(ctx, mb.ID, full)
+			if err != nil || res != CopyExists {
+				t.Errorf("SaveCopy() of the same message = %q, %v; want exists", res, err)
+			}
+			if n := sentCount(); n != 1 {
+				t.Errorf("Sent holds %d messages after a second copy, want 1", n)
+			}
+			// A provider that files sent mail itself: nothing appended.
+			if err := e.db.Gorm.Model(&Mailbox{}).Where("id = ?", mb.ID).Update("provider", "gmail").Error; err != nil {
+				t.Fatal(err)
+			}
+			m2, err := e.out.Submit(ctx, ann, outgoing.Draft{From: annAddr, To: []string{"client@example.org"}, Subject: "Two", Text: "Hi"}, outgoing.SubmitOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.ProcessDue(ctx); err != nil {
+				t.Fatal(err)
+			}
+			got2, _ := e.out.GetMessage(ctx, ann, m2.ID)
+			if got2.Status != outgoing.StatusSent || got2.SentCopy != CopySkipped {
+				t.Errorf("with a provider filing sent mail: status %q copy %q", got2.Status, got2.SentCopy)
+			}
+			if n := sentCount(); n != 1 {
+				t.Errorf("Sent holds %d messages, want still 1", n)
+			}
+		})
 	}
 }

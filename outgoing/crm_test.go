@@ -196,74 +196,78 @@ func TestSenderKindActionCaller(t *testing.T) {
 }
 
 func TestConfirmationCodes(t *testing.T) {
-	e := newCRMEnv(t, store.SQLite)
-	ctx := context.Background()
-	addr := "deals@example.net"
-	id, err := e.svc.StartConfirmation(ctx, bobC, addr, "Deals", false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	code := e.mailedCode(t, addr)
-	// Only a hash is stored.
-	var stored string
-	e.db.Gorm.Raw("SELECT code_hash FROM sender_confirmations WHERE id = ?", id).Scan(&stored)
-	if stored == code || bytes.Contains([]byte(stored), []byte(code)) {
-		t.Fatalf("the code is stored in clear")
-	}
-	wrong := fmt.Sprintf("%06d", (mustAtoi(code)+1)%1_000_000)
-	// Another user cannot use it.
-	if _, err := e.svc.Confirm(ctx, annC, id, code); !errors.Is(err, apperr.ErrNotFound) {
-		t.Errorf("Confirm() by another user = %v, want not found", err)
-	}
-	for i := range 5 {
-		if _, err := e.svc.Confirm(ctx, bobC, id, wrong); outcome(err) != "wrong_code" {
-			t.Fatalf("wrong code #%d = %v", i+1, err)
-		}
-	}
-	if _, err := e.svc.Confirm(ctx, bobC, id, code); outcome(err) != "code_dead" {
-		t.Fatalf("the right code after 5 wrong ones = %v, want code_dead", err)
-	}
-	// Expired.
-	id2, _ := e.svc.StartConfirmation(ctx, bobC, addr, "Deals", false)
-	code2 := e.mailedCode(t, addr)
-	e.clock.Advance(31 * time.Minute)
-	if _, err := e.svc.Confirm(ctx, bobC, id2, code2); outcome(err) != "code_expired" {
-		t.Fatalf("an expired code = %v, want code_expired", err)
-	}
-	// A code for one address does not confirm another.
-	idA, _ := e.svc.StartConfirmation(ctx, bobC, "a@example.net", "", false)
-	codeA := e.mailedCode(t, "a@example.net")
-	idB, _ := e.svc.StartConfirmation(ctx, bobC, "b@example.net", "", false)
-	codeB := e.mailedCode(t, "b@example.net")
-	if codeA != codeB {
-		if _, err := e.svc.Confirm(ctx, bobC, idB, codeA); outcome(err) != "wrong_code" {
-			t.Errorf("address A's code on address B = %v, want wrong_code", err)
-		}
-	}
-	v, err := e.svc.Confirm(ctx, bobC, idA, codeA)
-	if err != nil || v.Kind != outgoing.KindAddress || v.Email != "a@example.net" {
-		t.Fatalf("Confirm() = %+v, %v", v, err)
-	}
-	if _, err := e.svc.Confirm(ctx, bobC, idA, codeA); outcome(err) != "code_used" {
-		t.Errorf("a used code again = %v, want code_used", err)
-	}
-	// Rate limits: 5 per user per hour (bob has 4 in the last hour).
-	if _, err := e.svc.StartConfirmation(ctx, bobC, "c@example.net", "", false); err != nil {
-		t.Fatalf("5th confirmation = %v", err)
-	}
-	_, err = e.svc.StartConfirmation(ctx, bobC, "d@example.net", "", false)
-	ae, _ := apperr.As(err)
-	if !errors.Is(err, apperr.ErrRateLimited) || ae.RetryAfter <= 0 {
-		t.Errorf("6th confirmation within an hour = %v, want 429 with Retry-After", err)
-	}
-	// 3 per address per day, across users and hours.
-	e.clock.Advance(2 * time.Hour)
-	if _, err := e.svc.StartConfirmation(ctx, annC, addr, "", false); err != nil {
-		t.Fatalf("3rd code for %s within a day = %v, want accepted", addr, err)
-	}
-	_, err = e.svc.StartConfirmation(ctx, annC, addr, "", false)
-	if !errors.Is(err, apperr.ErrRateLimited) {
-		t.Errorf("4th code for %s within a day = %v, want 429", addr, err)
+	for _, d := range storetest.Dialects {
+		t.Run(string(d), func(t *testing.T) {
+			e := newCRMEnv(t, d)
+			ctx := context.Background()
+			addr := "deals@example.net"
+			id, err := e.svc.StartConfirmation(ctx, bobC, addr, "Deals", false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			code := e.mailedCode(t, addr)
+			// Only a hash is stored.
+			var stored string
+			e.db.Gorm.Raw("SELECT code_hash FROM sender_confirmations WHERE id = ?", id).Scan(&stored)
+			if stored == code || bytes.Contains([]byte(stored), []byte(code)) {
+				t.Fatalf("the code is stored in clear")
+			}
+			wrong := fmt.Sprintf("%06d", (mustAtoi(code)+1)%1_000_000)
+			// Another user cannot use it.
+			if _, err := e.svc.Confirm(ctx, annC, id, code); !errors.Is(err, apperr.ErrNotFound) {
+				t.Errorf("Confirm() by another user = %v, want not found", err)
+			}
+			for i := range 5 {
+				if _, err := e.svc.Confirm(ctx, bobC, id, wrong); outcome(err) != "wrong_code" {
+					t.Fatalf("wrong code #%d = %v", i+1, err)
+				}
+			}
+			if _, err := e.svc.Confirm(ctx, bobC, id, code); outcome(err) != "code_dead" {
+				t.Fatalf("the right code after 5 wrong ones = %v, want code_dead", err)
+			}
+			// Expired.
+			id2, _ := e.svc.StartConfirmation(ctx, bobC, addr, "Deals", false)
+			code2 := e.mailedCode(t, addr)
+			e.clock.Advance(31 * time.Minute)
+			if _, err := e.svc.Confirm(ctx, bobC, id2, code2); outcome(err) != "code_expired" {
+				t.Fatalf("an expired code = %v, want code_expired", err)
+			}
+			// A code for one address does not confirm another.
+			idA, _ := e.svc.StartConfirmation(ctx, bobC, "a@example.net", "", false)
+			codeA := e.mailedCode(t, "a@example.net")
+			idB, _ := e.svc.StartConfirmation(ctx, bobC, "b@example.net", "", false)
+			codeB := e.mailedCode(t, "b@example.net")
+			if codeA != codeB {
+				if _, err := e.svc.Confirm(ctx, bobC, idB, codeA); outcome(err) != "wrong_code" {
+					t.Errorf("address A's code on address B = %v, want wrong_code", err)
+				}
+			}
+			v, err := e.svc.Confirm(ctx, bobC, idA, codeA)
+			if err != nil || v.Kind != outgoing.KindAddress || v.Email != "a@example.net" {
+				t.Fatalf("Confirm() = %+v, %v", v, err)
+			}
+			if _, err := e.svc.Confirm(ctx, bobC, idA, codeA); outcome(err) != "code_used" {
+				t.Errorf("a used code again = %v, want code_used", err)
+			}
+			// Rate limits: 5 per user per hour (bob has 4 in the last hour).
+			if _, err := e.svc.StartConfirmation(ctx, bobC, "c@example.net", "", false); err != nil {
+				t.Fatalf("5th confirmation = %v", err)
+			}
+			_, err = e.svc.StartConfirmation(ctx, bobC, "d@example.net", "", false)
+			ae, _ := apperr.As(err)
+			if !errors.Is(err, apperr.ErrRateLimited) || ae.RetryAfter <= 0 {
+				t.Errorf("6th confirmation within an hour = %v, want 429 with Retry-After", err)
+			}
+			// 3 per address per day, across users and hours.
+			e.clock.Advance(2 * time.Hour)
+			if _, err := e.svc.StartConfirmation(ctx, annC, addr, "", false); err != nil {
+				t.Fatalf("3rd code for %s within a day = %v, want accepted", addr, err)
+			}
+			_, err = e.svc.StartConfirmation(ctx, annC, addr, "", false)
+			if !errors.Is(err, apperr.ErrRateLimited) {
+				t.Errorf("4th code for %s within a day = %v, want 429", addr, err)
+			}
+		})
 	}
 }
 
@@ -275,81 +279,89 @@ func mustAtoi(s string) int {
 // A deal message sent with sender_id arrives with the sender's name and
 // address, a Bcc to self, and the send log finds it by the deal.
 func TestDealMessageWithSenderID(t *testing.T) {
-	e := newCRMEnv(t, store.SQLite)
-	ctx := context.Background()
-	crm := &outgoing.CRMRef{EntityType: "deal", EntityID: "testdeal"}
-	m, err := e.svc.Submit(ctx, annC, outgoing.Draft{To: []string{"client@example.org"}, Subject: "Offer", Text: "Price list"},
-		outgoing.SubmitOptions{SenderID: e.ids["smtp"], CRM: crm, CopyToSelf: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	addrMsg, err := e.svc.Submit(ctx, annC, outgoing.Draft{To: []string{"client@example.org"}, Subject: "Hi", Text: "x"},
-		outgoing.SubmitOptions{SenderID: e.ids["address"]})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.process(t)
-	var deal, viaRelay *testpeer.SMTPMessage
-	for _, pm := range e.peer.Messages() {
-		switch {
-		case bytes.Contains(pm.Data, []byte(m.MessageID)):
-			deal = &pm
-		case bytes.Contains(pm.Data, []byte(addrMsg.MessageID)):
-			viaRelay = &pm
-		}
-	}
-	if deal == nil || viaRelay == nil {
-		t.Fatalf("the peer lacks the messages")
-	}
-	parsed, _ := mail.ReadMessage(bytes.NewReader(deal.Data))
-	from, _ := mail.ParseAddress(parsed.Header.Get("From"))
-	if from.Name != "Ann (CRM)" || from.Address != annSMTP || deal.AuthUser != annSMTP {
-		t.Errorf("deal message From %q <%s> via %s, want Ann (CRM) <%s> through her own SMTP", from.Name, from.Address, deal.AuthUser, annSMTP)
-	}
-	if len(deal.To) != 2 || deal.To[1] != annSMTP || parsed.Header.Get("Bcc") != "" {
-		t.Errorf("envelope recipients %v (Bcc header %q), want the client and a hidden copy to self", deal.To, parsed.Header.Get("Bcc"))
-	}
-	relayed, _ := mail.ReadMessage(bytes.NewReader(viaRelay.Data))
-	if relayed.Header.Get("From") != `"Ann Personal" <ann.personal@example.net>` || relayed.Header.Get("Sender") != "<"+siteAddr+">" ||
-		viaRelay.From != siteAddr || viaRelay.AuthUser != siteAddr {
-		t.Errorf("address sender: From %q Sender %q envelope %s auth %s; want the address, the relay as Sender and envelope",
-			relayed.Header.Get("From"), relayed.Header.Get("Sender"), viaRelay.From, viaRelay.AuthUser)
-	}
-	entries, _, err := e.svc.ListLog(ctx, annC, outgoing.LogFilter{CRM: crm})
-	if err != nil || len(entries) != 1 || entries[0].MessageID != m.MessageID || entries[0].CrmEntityID != "testdeal" {
-		t.Errorf("send log by deal = %+v, %v", entries, err)
-	}
-	// A name in the request overrides the sender's.
-	over, err := e.svc.Submit(ctx, annC, outgoing.Draft{To: []string{"c@example.org"}, Subject: "x", Text: "x", SenderName: ptr("Sales Desk")},
-		outgoing.SubmitOptions{SenderID: e.ids["smtp"]})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.process(t)
-	for _, pm := range e.peer.Messages() {
-		if bytes.Contains(pm.Data, []byte(over.MessageID)) {
-			p, _ := mail.ReadMessage(bytes.NewReader(pm.Data))
-			if f, _ := mail.ParseAddress(p.Header.Get("From")); f.Name != "Sales Desk" {
-				t.Errorf("name override: From name %q", f.Name)
+	for _, d := range storetest.Dialects {
+		t.Run(string(d), func(t *testing.T) {
+			e := newCRMEnv(t, d)
+			ctx := context.Background()
+			crm := &outgoing.CRMRef{EntityType: "deal", EntityID: "testdeal"}
+			m, err := e.svc.Submit(ctx, annC, outgoing.Draft{To: []string{"client@example.org"}, Subject: "Offer", Text: "Price list"},
+				outgoing.SubmitOptions{SenderID: e.ids["smtp"], CRM: crm, CopyToSelf: true})
+			if err != nil {
+				t.Fatal(err)
 			}
-		}
+			addrMsg, err := e.svc.Submit(ctx, annC, outgoing.Draft{To: []string{"client@example.org"}, Subject: "Hi", Text: "x"},
+				outgoing.SubmitOptions{SenderID: e.ids["address"]})
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.process(t)
+			var deal, viaRelay *testpeer.SMTPMessage
+			for _, pm := range e.peer.Messages() {
+				switch {
+				case bytes.Contains(pm.Data, []byte(m.MessageID)):
+					deal = &pm
+				case bytes.Contains(pm.Data, []byte(addrMsg.MessageID)):
+					viaRelay = &pm
+				}
+			}
+			if deal == nil || viaRelay == nil {
+				t.Fatalf("the peer lacks the messages")
+			}
+			parsed, _ := mail.ReadMessage(bytes.NewReader(deal.Data))
+			from, _ := mail.ParseAddress(parsed.Header.Get("From"))
+			if from.Name != "Ann (CRM)" || from.Address != annSMTP || deal.AuthUser != annSMTP {
+				t.Errorf("deal message From %q <%s> via %s, want Ann (CRM) <%s> through her own SMTP", from.Name, from.Address, deal.AuthUser, annSMTP)
+			}
+			if len(deal.To) != 2 || deal.To[1] != annSMTP || parsed.Header.Get("Bcc") != "" {
+				t.Errorf("envelope recipients %v (Bcc header %q), want the client and a hidden copy to self", deal.To, parsed.Header.Get("Bcc"))
+			}
+			relayed, _ := mail.ReadMessage(bytes.NewReader(viaRelay.Data))
+			if relayed.Header.Get("From") != `"Ann Personal" <ann.personal@example.net>` || relayed.Header.Get("Sender") != "<"+siteAddr+">" ||
+				viaRelay.From != siteAddr || viaRelay.AuthUser != siteAddr {
+				t.Errorf("address sender: From %q Sender %q envelope %s auth %s; want the address, the relay as Sender and envelope",
+					relayed.Header.Get("From"), relayed.Header.Get("Sender"), viaRelay.From, viaRelay.AuthUser)
+			}
+			entries, _, err := e.svc.ListLog(ctx, annC, outgoing.LogFilter{CRM: crm})
+			if err != nil || len(entries) != 1 || entries[0].MessageID != m.MessageID || entries[0].CrmEntityID != "testdeal" {
+				t.Errorf("send log by deal = %+v, %v", entries, err)
+			}
+			// A name in the request overrides the sender's.
+			over, err := e.svc.Submit(ctx, annC, outgoing.Draft{To: []string{"c@example.org"}, Subject: "x", Text: "x", SenderName: ptr("Sales Desk")},
+				outgoing.SubmitOptions{SenderID: e.ids["smtp"]})
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.process(t)
+			for _, pm := range e.peer.Messages() {
+				if bytes.Contains(pm.Data, []byte(over.MessageID)) {
+					p, _ := mail.ReadMessage(bytes.NewReader(pm.Data))
+					if f, _ := mail.ParseAddress(p.Header.Get("From")); f.Name != "Sales Desk" {
+						t.Errorf("name override: From name %q", f.Name)
+					}
+				}
+			}
+		})
 	}
 }
 
 // Changing a connection field re-checks; a bad one changes nothing.
 func TestPatchOwnSMTPSenderRechecks(t *testing.T) {
-	e := newCRMEnv(t, store.SQLite)
-	bad := secret.Secret("nope")
-	_, rep, err := e.svc.UpdateSender(context.Background(), annC, e.ids["smtp"], outgoing.SenderPatch{Password: &bad})
-	if outcome(err) != "check_failed" || rep == nil || rep.Failed != outgoing.StepAuth {
-		t.Fatalf("UpdateSender(wrong password) = %v, report %v", err, rep)
-	}
-	m, err := e.svc.Submit(context.Background(), annC, outgoing.Draft{From: annSMTP, To: []string{"x@example.org"}, Subject: "s", Text: "t"}, outgoing.SubmitOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.process(t)
-	if got := e.status(t, m.ID); got.Status != outgoing.StatusSent {
-		t.Errorf("after a refused change the sender does not send: %s", got.LastError)
+	for _, d := range storetest.Dialects {
+		t.Run(string(d), func(t *testing.T) {
+			e := newCRMEnv(t, d)
+			bad := secret.Secret("nope")
+			_, rep, err := e.svc.UpdateSender(context.Background(), annC, e.ids["smtp"], outgoing.SenderPatch{Password: &bad})
+			if outcome(err) != "check_failed" || rep == nil || rep.Failed != outgoing.StepAuth {
+				t.Fatalf("UpdateSender(wrong password) = %v, report %v", err, rep)
+			}
+			m, err := e.svc.Submit(context.Background(), annC, outgoing.Draft{From: annSMTP, To: []string{"x@example.org"}, Subject: "s", Text: "t"}, outgoing.SubmitOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.process(t)
+			if got := e.status(t, m.ID); got.Status != outgoing.StatusSent {
+				t.Errorf("after a refused change the sender does not send: %s", got.LastError)
+			}
+		})
 	}
 }

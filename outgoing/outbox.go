@@ -10,6 +10,7 @@ import (
 
 	"github.com/mailsync/mailsync/internal/apperr"
 	"github.com/mailsync/mailsync/internal/store"
+	"gorm.io/gorm"
 )
 
 // Message statuses.
@@ -148,7 +149,11 @@ func (s *Service) enqueue(ctx context.Context, c Caller, rt Route, b *built, sub
 	if opts.CRM != nil {
 		m.CrmEntityType, m.CrmEntityID = opts.CRM.EntityType, opts.CRM.EntityID
 	}
-	if err := s.db.WithContext(ctx).Create(&m).Error; err != nil {
+	// One INSERT is atomic and durable when it returns: gorm's wrapping
+	// transaction would only add a BEGIN and a COMMIT per message (and, on
+	// SQLite, one more turn at the write lock).
+	insert := s.db.WithContext(ctx).Session(&gorm.Session{SkipDefaultTransaction: true})
+	if err := insert.Create(&m).Error; err != nil {
 		return OutboxMessage{}, fmt.Errorf("queue message %s: %w", b.messageID, err)
 	}
 	s.metrics.queued.Inc()

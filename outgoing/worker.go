@@ -104,11 +104,13 @@ func (w *Worker) ProcessDue(ctx context.Context) (int, error) {
 		}
 		groups[k] = append(groups[k], m)
 	}
+	rec := w.startRecorder(ctx, len(msgs))
 	var wg sync.WaitGroup
 	for _, k := range order {
-		wg.Go(func() { w.sendRoute(ctx, k.kind, k.id, groups[k]) })
+		wg.Go(func() { w.sendRoute(ctx, rec, k.kind, k.id, groups[k]) })
 	}
 	wg.Wait()
+	rec.close() // every outcome is written before the leases stop being renewed
 	return len(msgs), nil
 }
 
@@ -210,18 +212,18 @@ func (w *Worker) keepLeases(ctx context.Context) (stop func()) {
 
 // sendRoute sends one route's messages over at most MaxConnsPerRoute
 // connections.
-func (w *Worker) sendRoute(ctx context.Context, kind string, id int64, msgs []OutboxMessage) {
+func (w *Worker) sendRoute(ctx context.Context, rec *recorder, kind string, id int64, msgs []OutboxMessage) {
 	s := w.s
 	tgt, err := s.target(ctx, kind, id)
 	if err != nil {
 		for _, m := range msgs {
 			switch {
 			case errors.Is(err, ErrAuthFailed):
-				w.finish(ctx, m, tgt, attempt{err: &StepError{Step: StepAuth, Err: err}, hold: true})
+				w.finish(rec, m, tgt, attempt{err: &StepError{Step: StepAuth, Err: err}, hold: true})
 			case errors.Is(err, apperr.ErrNotFound):
-				w.finish(ctx, m, tgt, attempt{err: err, permanent: true})
+				w.finish(rec, m, tgt, attempt{err: err, permanent: true})
 			default:
-				w.finish(ctx, m, tgt, attempt{err: err})
+				w.finish(rec, m, tgt, attempt{err: err})
 			}
 		}
 		return
@@ -237,14 +239,14 @@ func (w *Worker) sendRoute(ctx context.Context, kind string, id int64, msgs []Ou
 	conns := min(s.cfg.MaxConnsPerRoute, len(msgs))
 	var wg sync.WaitGroup
 	for range conns {
-		wg.Go(func() { w.sendQueue(ctx, kind, id, tgt, queue) })
+		wg.Go(func() { w.sendQueue(ctx, rec, kind, id, tgt, queue) })
 	}
 	wg.Wait()
 }
 
 // sendQueue sends messages from queue over one connection at a time,
 // reusing it between messages and redialling after any error.
-func (w *Worker) sendQueue(ctx context.Context, kind string, id int64, tgt Target, queue <-chan OutboxMessage) {
+func (w *Worker) sendQueue(ctx context.Context, rec *recorder, kind string, id int64, tgt Target, queue <-chan OutboxMessage) {
 	s := w.s
 	pk := poolKey{kind: kind, id: id, settings: fingerprint(tgt.Settings)}
 	var conn *pooled
@@ -274,10 +276,10 @@ func (w *Worker) sendQueue(ctx context.Context, kind string, id int64, tgt Targe
 					w.markAuthFailed(ctx, kind, id)
 					a.hold = true
 				}
-				w.finish(ctx, m, tgt, a)
+				w.finish(rec, m, tgt, a)
 				// The server is unreachable: the rest of this queue waits too.
 				for rest := range queue {
-					w.finish(ctx, rest, tgt, attempt{err: err})
+					w.finish(rec, rest, tgt, attempt{err: err})
 				}
 				return
 			}
@@ -294,7 +296,7 @@ func (w *Worker) sendQueue(ctx context.Context, kind string, id int64, tgt Targe
 			conn = nil
 		}
 		cancel()
-		w.finish(ctx, m, tgt, a)
+		w.finish(rec, m, tgt, a)
 	}
 }
 
@@ -307,9 +309,9 @@ type attempt struct {
 	hold      bool // a sender problem: retry later without counting against the message
 }
 
-// finish records an attempt: the message's new state and a send-log entry,
-// in one transaction.
-func (w *Worker) finish(ctx context.Context, m OutboxMessage, tgt Target, a attempt) {
+// finish works out what an attempt does to its message (its new state and
+// a send-log entry) and hands that to the recorder, which writes it.
+func (w *Worker) finish(rec *recorder, m OutboxMessage, tgt Target, a attempt) {
 	s := w.s
 	now := s.now()
 	upd := map[string]any{"lease_owner": "", "lease_until": nil, "updated_at": now}
@@ -350,33 +352,142 @@ func (w *Worker) finish(ctx context.Context, m OutboxMessage, tgt Target, a atte
 	if a.err != nil {
 		upd["last_error"] = a.err.Error()
 	}
-	err := s.db.WithContext(context.WithoutCancel(ctx)).Transaction(func(tx *gorm.DB) error {
-		res := tx.Model(&OutboxMessage{}).Where("id = ? AND lease_owner = ?", m.ID, w.owner).Updates(upd)
+	rec.add(outcome{m: m, account: tgt.Email, upd: upd, entry: entry, status: logStatus, dur: a.dur})
+}
+
+// outcome is one attempt ready to be written: the message's new state and
+// its send-log entry.
+type outcome struct {
+	m       OutboxMessage
+	account string
+	upd     map[string]any
+	entry   LogEntry
+	status  string // Log*
+	dur     time.Duration
+}
+
+// Bounds of the recorder: outcomes waiting to be written (beyond them a
+// connection waits before its next message; they are also the messages
+// that would be sent twice after a crash, besides those on the wire), and
+// outcomes written in one transaction (and so the bind parameters of one
+// multi-row INSERT).
+const (
+	maxPendingOutcomes = 16
+	maxRecordBatch     = 100
+)
+
+// recorder writes the outcomes of one round in the background, so that a
+// connection goes on to its next message while the database records the
+// last one. Whatever has piled up while a write ran goes into the next
+// transaction together: one transaction, and one multi-row INSERT into the
+// send log, for many messages when the database is the bottleneck, one per
+// message when it is not.
+//
+// A message whose outcome is not yet written is still leased and "sending":
+// if the process dies then, it is treated as any message in flight (unknown,
+// resent once its lease runs out). close waits until every outcome is
+// written.
+type recorder struct {
+	w    *Worker
+	ctx  context.Context
+	in   chan outcome
+	done chan struct{}
+}
+
+// startRecorder starts the writer for a round of n messages.
+func (w *Worker) startRecorder(ctx context.Context, n int) *recorder {
+	r := &recorder{
+		w: w, ctx: context.WithoutCancel(ctx),
+		in: make(chan outcome, min(n, maxPendingOutcomes)), done: make(chan struct{}),
+	}
+	go r.run()
+	return r
+}
+
+// add queues an outcome; it waits while maxPendingOutcomes are queued.
+func (r *recorder) add(o outcome) { r.in <- o }
+
+// close writes what is left and stops the writer.
+func (r *recorder) close() {
+	close(r.in)
+	<-r.done
+}
+
+func (r *recorder) run() {
+	defer close(r.done)
+	batch := make([]outcome, 0, maxRecordBatch)
+	for o := range r.in {
+		batch = append(batch[:0], o)
+	more:
+		for len(batch) < maxRecordBatch {
+			select {
+			case o, ok := <-r.in:
+				if !ok {
+					break more
+				}
+				batch = append(batch, o)
+			default:
+				break more
+			}
+		}
+		r.write(batch)
+	}
+}
+
+// write records a batch in one transaction; when that fails, it records
+// each outcome on its own so that one bad row does not cost the others.
+// Then, as before batching, each sent message's copy is filed (CopySaver)
+// and the attempt is counted and logged.
+func (r *recorder) write(batch []outcome) {
+	w := r.w
+	tx := func(b []outcome) error {
+		return w.s.db.WithContext(r.ctx).Transaction(func(tx *gorm.DB) error { return w.writeOutcomes(tx, b) })
+	}
+	if err := tx(batch); err != nil {
+		for i := range batch {
+			if len(batch) > 1 {
+				err = tx(batch[i : i+1])
+			}
+			if err != nil {
+				w.s.log.Error("record send outcome", "outbox_id", batch[i].m.ID, "message_id", batch[i].m.MessageID, "error", err)
+			}
+		}
+	}
+	s := w.s
+	for _, o := range batch {
+		if o.status == LogSent {
+			w.saveCopy(r.ctx, o.m)
+		}
+		s.metrics.attempts.WithLabelValues(o.status).Inc()
+		if o.account != "" {
+			s.metrics.sendSeconds.WithLabelValues(o.account).Observe(o.dur.Seconds())
+		}
+		level := s.log.Info
+		if o.status != LogSent {
+			level = s.log.Warn
+		}
+		level("send attempt", "outbox_id", o.m.ID, "message_id", o.m.MessageID, "route_kind", o.m.RouteKind,
+			"route_id", o.m.RouteID, "outcome", o.status, "step", o.entry.Step, "code", o.entry.Code, "elapsed_ms", o.dur.Milliseconds())
+	}
+}
+
+// writeOutcomes updates each message, if this worker still holds its lease,
+// and inserts the send-log entries in one statement. When the lease was
+// taken over, the other holder records its own outcome and the entry says
+// so.
+func (w *Worker) writeOutcomes(tx *gorm.DB, batch []outcome) error {
+	entries := make([]LogEntry, len(batch))
+	for i, o := range batch {
+		res := tx.Model(&OutboxMessage{}).Where("id = ? AND lease_owner = ?", o.m.ID, w.owner).Updates(o.upd)
 		if res.Error != nil {
 			return res.Error
 		}
+		entries[i] = o.entry
 		if res.RowsAffected == 0 {
-			// Our lease was taken over: the other holder records its own outcome.
-			entry.Reply = "lease lost before the outcome was recorded: " + entry.Reply
+			entries[i].Reply = "lease lost before the outcome was recorded: " + entries[i].Reply
 		}
-		return tx.Create(&entry).Error
-	})
-	if err != nil {
-		s.log.Error("record send outcome", "outbox_id", m.ID, "message_id", m.MessageID, "error", err)
 	}
-	if logStatus == LogSent {
-		w.saveCopy(ctx, m)
-	}
-	s.metrics.attempts.WithLabelValues(logStatus).Inc()
-	if tgt.Email != "" {
-		s.metrics.sendSeconds.WithLabelValues(tgt.Email).Observe(a.dur.Seconds())
-	}
-	level := s.log.Info
-	if logStatus != LogSent {
-		level = s.log.Warn
-	}
-	level("send attempt", "outbox_id", m.ID, "message_id", m.MessageID, "route_kind", m.RouteKind,
-		"route_id", m.RouteID, "outcome", logStatus, "step", entry.Step, "code", entry.Code, "elapsed_ms", a.dur.Milliseconds())
+	return tx.Create(&entries).Error
 }
 
 // saveCopy asks the route's CopySaver, if any, to file the sent message and

@@ -37,6 +37,20 @@ type Config struct {
 	SMTPConnsPerAccount int
 	OutgoingStatusTTL   time.Duration
 	ConfirmationAccount string
+	SecureCookies       bool
+
+	SubmissionListen        string
+	SubmissionTLSListen     string
+	SubmissionTLSCert       string
+	SubmissionTLSKey        string
+	SubmissionTrustLoopback bool
+
+	SyncPollInterval    time.Duration
+	SyncMaxMailboxes    int
+	SyncLease           time.Duration
+	SyncCommandTimeout  time.Duration
+	SyncBatch           int
+	SyncMaxMessageBytes int
 }
 
 // setting is one configurable value: its flag, its environment variable,
@@ -73,6 +87,18 @@ func serveSettings(c *Config) []setting {
 		{"max-queue-age", "MAILSYNC_MAX_QUEUE_AGE", "72h", "how long a message is retried before it fails", &c.MaxQueueAge},
 		{"outbox-lease", "MAILSYNC_OUTBOX_LEASE", "2m", "lease on a message being sent; after it runs out another instance takes the message over", &c.OutboxLease},
 		{"smtp-conns-per-account", "MAILSYNC_SMTP_CONNS_PER_ACCOUNT", "2", "concurrent SMTP connections per sending account", &c.SMTPConnsPerAccount},
+		{"submission-listen", "MAILSYNC_SUBMISSION_LISTEN", "127.0.0.1:2525", "address of the SMTP submission port for sites (\"off\" turns it off)", &c.SubmissionListen},
+		{"submission-tls-listen", "MAILSYNC_SUBMISSION_TLS_LISTEN", "", "address of an implicit-TLS submission port (needs the certificate)", &c.SubmissionTLSListen},
+		{"submission-tls-cert", "MAILSYNC_SUBMISSION_TLS_CERT", "", "PEM certificate for STARTTLS and implicit TLS on the submission ports", &c.SubmissionTLSCert},
+		{"submission-tls-key", "MAILSYNC_SUBMISSION_TLS_KEY", "", "PEM key of that certificate", &c.SubmissionTLSKey},
+		{"submission-trust-loopback", "MAILSYNC_SUBMISSION_TRUST_LOOPBACK", "false", "accept mail without AUTH from 127.0.0.1/::1, sent as the admin (single-host sites only)", &c.SubmissionTrustLoopback},
+		{"poll-interval", "MAILSYNC_POLL_INTERVAL", "5m", "how often folders other than INBOX are synced (INBOX follows IDLE); negative: never", &c.SyncPollInterval},
+		{"max-mailboxes-per-instance", "MAILSYNC_MAX_MAILBOXES_PER_INSTANCE", "0", "most mailboxes one instance syncs (0: no cap; instances split them evenly)", &c.SyncMaxMailboxes},
+		{"sync-lease", "MAILSYNC_SYNC_LEASE", "30s", "lease on a mailbox being synced; another instance takes it over after this", &c.SyncLease},
+		{"imap-command-timeout", "MAILSYNC_IMAP_COMMAND_TIMEOUT", "60s", "an IMAP command with no progress for this long closes the connection", &c.SyncCommandTimeout},
+		{"sync-batch", "MAILSYNC_SYNC_BATCH", "200", "messages per UID FETCH and per commit", &c.SyncBatch},
+		{"sync-max-message-bytes", "MAILSYNC_SYNC_MAX_MESSAGE_BYTES", "67108864", "largest message whose raw bytes are stored", &c.SyncMaxMessageBytes},
+		{"secure-cookies", "MAILSYNC_SECURE_COOKIES", "false", "mark the pages' session cookie Secure even on plain HTTP (behind a TLS-terminating proxy)", &c.SecureCookies},
 		{"confirmation-account", "MAILSYNC_CONFIRMATION_ACCOUNT", "", "email of the system SMTP account that mails sender confirmation codes and relays mail from confirmed addresses", &c.ConfirmationAccount},
 		{"outgoing-status-ttl", "MAILSYNC_OUTGOING_STATUS_TTL", "30s", "how long a mailbox's outgoing check, run when its settings are viewed, is reused", &c.OutgoingStatusTTL},
 	}, commonSettings(c)...)

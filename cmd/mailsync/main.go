@@ -42,6 +42,8 @@ Usage:
   mailsync user list              list users
   mailsync rotate-key --new-key-file F
                                   re-seal every stored secret with a new key
+  mailsync sendmail [-t] [-i] [-f from] [recipient ...]
+                                  submit a message read on standard input, like sendmail
   mailsync version                print the version
 
 Run "mailsync COMMAND -help" for the settings of a command.
@@ -64,6 +66,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = cmdUser(ctx, e, args[1:])
 	case "rotate-key":
 		err = cmdRotateKey(ctx, e, args[1:])
+	case "sendmail":
+		return cmdSendmail(ctx, e, args[1:])
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "mailsync", version)
 	case "help", "-h", "-help", "--help":

@@ -91,7 +91,7 @@ func startServe(t *testing.T, vars map[string]string) *instance {
 	code := 0
 	go func() {
 		defer close(done)
-		code = run(ctx, []string{"serve", "-listen", "127.0.0.1:0"}, strings.NewReader(""), stdout, stderr, getenv)
+		code = run(ctx, []string{"serve", "-listen", "127.0.0.1:0", "-submission-listen", "off"}, strings.NewReader(""), stdout, stderr, getenv)
 	}()
 	m := stdout.waitFor(t, listenRE, done, stderr)
 	stop := func() int {
@@ -178,7 +178,7 @@ func TestServeFirstStartRestartAndWrongKey(t *testing.T) {
 	otherKey, _ := secret.GenerateKey()
 	stderr := newOutput()
 	wrong := map[string]string{"MAILSYNC_DATA_DIR": dir, "MAILSYNC_SECRET_KEY": otherKey}
-	code = run(context.Background(), []string{"serve", "-listen", "127.0.0.1:0"}, nil, io.Discard, stderr, func(k string) string { return wrong[k] })
+	code = run(context.Background(), []string{"serve", "-listen", "127.0.0.1:0", "-submission-listen", "off"}, nil, io.Discard, stderr, func(k string) string { return wrong[k] })
 	if code == 0 || !strings.Contains(stderr.String(), "MAILSYNC_SECRET_KEY") {
 		t.Errorf("serve with a wrong key = exit %d, stderr %q; want non-zero naming MAILSYNC_SECRET_KEY", code, stderr)
 	}
@@ -188,7 +188,7 @@ func TestServeFirstStartRestartAndWrongKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	stderr = newOutput()
-	code = run(context.Background(), []string{"serve", "-listen", "127.0.0.1:0"}, nil, io.Discard, stderr, func(k string) string { return vars[k] })
+	code = run(context.Background(), []string{"serve", "-listen", "127.0.0.1:0", "-submission-listen", "off"}, nil, io.Discard, stderr, func(k string) string { return vars[k] })
 	if code == 0 || !strings.Contains(stderr.String(), "secret.key") {
 		t.Errorf("serve without its key file = exit %d, stderr %q; want non-zero naming secret.key", code, stderr)
 	}
@@ -324,7 +324,7 @@ func TestTwoServeProcessesOnOnePostgres(t *testing.T) {
 	procs := make([]*proc, 2)
 	for i := range procs {
 		p := &proc{stdout: newOutput(), stderr: newOutput(), done: make(chan struct{})}
-		p.cmd = exec.Command(bin, "serve", "-listen", "127.0.0.1:0")
+		p.cmd = exec.Command(bin, "serve", "-listen", "127.0.0.1:0", "-submission-listen", "off")
 		p.cmd.Env = append(os.Environ(), "MAILSYNC_DB="+dsn, "MAILSYNC_SECRET_KEY="+key,
 			"MAILSYNC_DATA_DIR="+t.TempDir(), "MAILSYNC_LOG_LEVEL=info")
 		p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr

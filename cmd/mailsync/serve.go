@@ -10,11 +10,13 @@ import (
 	"time"
 
 	"github.com/mailsync/mailsync/api"
+	"github.com/mailsync/mailsync/api/web"
 	"github.com/mailsync/mailsync/internal/netguard"
 	"github.com/mailsync/mailsync/internal/store"
 	"github.com/mailsync/mailsync/internal/users"
 	"github.com/mailsync/mailsync/mailbox"
 	"github.com/mailsync/mailsync/outgoing"
+	imapsync "github.com/mailsync/mailsync/sync"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -88,9 +90,16 @@ func cmdServe(ctx context.Context, e env, args []string) error {
 		DB: db, Box: box, Outgoing: out, Lookup: lookup, Logger: log,
 		IMAP: &mailbox.IMAPNetwork{Dialer: network.Dialer, RootCAs: roots, Logger: log},
 	}, mailbox.Config{CheckTimeout: cfg.CheckTimeout, OutgoingStatusTTL: cfg.OutgoingStatusTTL})
+	engine := imapsync.New(imapsync.Deps{DB: db, Mailboxes: mailboxes, Logger: log, Metrics: reg}, imapsync.Config{
+		PollInterval: cfg.SyncPollInterval, MaxMailboxesPerInstance: cfg.SyncMaxMailboxes, LeaseTTL: cfg.SyncLease,
+		CommandTimeout: cfg.SyncCommandTimeout, BatchSize: cfg.SyncBatch, MaxMessageBytes: int64(cfg.SyncMaxMessageBytes),
+	})
+	pages := web.New(web.Deps{
+		Logger: log, Users: userStore, Outgoing: out, Mailboxes: mailboxes, Senders: out, Providers: lookup, Messages: engine,
+	}, web.Options{SecureCookies: cfg.SecureCookies})
 	srv := api.New(api.Deps{
 		Logger: log, Users: userStore, Ready: db, Outgoing: out, Mailboxes: mailboxes, Senders: out, ProviderLookup: lookup,
-		Registry: reg, Version: version,
+		Messages: engine, Registry: reg, Version: version, Web: pages,
 	})
 
 	ln, err := net.Listen("tcp", cfg.Listen)
@@ -105,6 +114,18 @@ func cmdServe(ctx context.Context, e env, args []string) error {
 		IdleTimeout:       2 * time.Minute,
 	}
 
+	sub, subLns, err := startSubmission(&cfg, out, userStore, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	for _, l := range subLns {
+		suffix := ""
+		if l.implicitTLS {
+			suffix = " (implicit TLS)"
+		}
+		fmt.Fprintf(e.stdout, "SMTP submission listening on %s%s\n", l.ln.Addr(), suffix)
+	}
 	fmt.Fprintf(e.stdout, "mailsync %s listening on http://%s\n", version, ln.Addr())
 	fmt.Fprintf(e.stdout, "database: %s\n", store.RedactDSN(cfg.DB))
 	if created {
@@ -116,7 +137,7 @@ func cmdServe(ctx context.Context, e env, args []string) error {
 	// workers, then close the database (deferred above).
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWork()
-	workers := []worker{out.NewWorker()}
+	workers := []worker{out.NewWorker(), engine}
 	var wg sync.WaitGroup
 	for _, w := range workers {
 		wg.Go(func() {
@@ -126,15 +147,29 @@ func cmdServe(ctx context.Context, e env, args []string) error {
 		})
 	}
 
-	serveErr := make(chan error, 1)
+	serveErr := make(chan error, 1+len(subLns))
 	go func() { serveErr <- httpSrv.Serve(ln) }()
+	subCtx := context.WithoutCancel(ctx)
+	for _, l := range subLns {
+		go func() {
+			if l.implicitTLS {
+				serveErr <- sub.ServeTLS(subCtx, l.ln)
+			} else {
+				serveErr <- sub.Serve(subCtx, l.ln)
+			}
+		}()
+	}
 	log.Info("serving", "addr", ln.Addr().String(), "version", version)
 
 	select {
 	case err := <-serveErr:
+		if sub != nil {
+			sub.Close()
+		}
+		httpSrv.Close()
 		stopWork()
 		wg.Wait()
-		return fmt.Errorf("http server: %w", err)
+		return fmt.Errorf("server stopped: %w", err)
 	case <-ctx.Done():
 	}
 	log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
@@ -144,7 +179,14 @@ func cmdServe(ctx context.Context, e env, args []string) error {
 		log.Warn("in-flight requests cut at shutdown", "error", err)
 		httpSrv.Close()
 	}
-	<-serveErr
+	if sub != nil {
+		if err := sub.Shutdown(shutCtx); err != nil {
+			log.Warn("SMTP submission transactions cut at shutdown", "error", err)
+		}
+	}
+	for range 1 + len(subLns) {
+		<-serveErr
+	}
 	stopWork()
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
