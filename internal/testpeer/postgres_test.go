@@ -80,7 +80,8 @@ func TestPostgresDSNMissing(t *testing.T) {
 			t.Setenv(testpeer.PostgresEnv, tt.env)
 			t.Setenv(testpeer.RequireEnv, "")
 			var inner *testing.T
-			t.Run("peer", func(t *testing.T) {
+			// "expected_skip": CI ignores this one skip, which is the point of the test.
+			t.Run("expected_skip", func(t *testing.T) {
 				inner = t
 				testpeer.PostgresDSN(t)
 				t.Errorf("PostgresDSN() returned, want a skip")
