@@ -1,7 +1,7 @@
 package mailbox
 
 import (
-	"net/netip"
+	"github.com/mailsync/mailsync/internal/netguard"
 	"strings"
 	"unicode/utf8"
 
@@ -33,7 +33,7 @@ const (
 // Field is prefix plus the field at fault: "host", "port", "security",
 // "login" or "password"; prefix is "" or, say, "imap.".
 func (s IMAPSettings) Validate(prefix string) error {
-	if code, msg := imapCheckHost(s.Host); code != "" {
+	if code, msg := netguard.CheckHostSyntax(s.Host, "IMAP"); code != "" {
 		return apperr.Invalid(prefix+"host", code, "%s", msg)
 	}
 	if s.Port < 1 || s.Port > 65535 {
@@ -64,70 +64,6 @@ func (s IMAPSettings) Validate(prefix string) error {
 		return apperr.Invalid(prefix+"password", "invalid_password", "the password must be text without line breaks or NUL")
 	}
 	return nil
-}
-
-// imapCheckHost returns an error code and message when h is not a DNS name
-// or an IP literal, or "" when it is.
-func imapCheckHost(h string) (code, msg string) {
-	switch {
-	case h == "":
-		return "required", "the IMAP server's host name is required, e.g. imap.example.com"
-	case strings.TrimSpace(h) != h || strings.ContainsAny(h, " \t"):
-		return "invalid_host", "the host name must not contain spaces"
-	case strings.Contains(h, "://"):
-		return "invalid_host", "give the host name alone, without a scheme such as imaps://"
-	case strings.ContainsAny(h, "/?#@"):
-		return "invalid_host", "give the host name alone, e.g. imap.example.com"
-	}
-	if a, err := netip.ParseAddr(h); err == nil {
-		if a.Zone() != "" {
-			return "invalid_host", "an IPv6 address with a zone cannot be used; give a routable address"
-		}
-		return "", ""
-	}
-	if strings.HasPrefix(h, "[") {
-		return "invalid_host", "give an IPv6 address without brackets and without a port"
-	}
-	if strings.Contains(h, ":") {
-		return "invalid_host", "give the host name without a port: the port has its own field"
-	}
-	if !imapValidHostName(h) {
-		for i := 0; i < len(h); i++ {
-			if h[i] >= utf8.RuneSelf {
-				return "invalid_host", "write an international host name in its xn-- (punycode) form"
-			}
-		}
-		return "invalid_host", "the host name is not a valid DNS name"
-	}
-	return "", ""
-}
-
-// imapValidHostName reports whether h is a host name of letters, digits,
-// hyphens and underscores in dot-separated labels of 1 to 63 characters,
-// with an optional trailing dot, and not all digits (a mistyped IP
-// address).
-func imapValidHostName(h string) bool {
-	h = strings.TrimSuffix(h, ".")
-	if h == "" || len(h) > imapMaxHostLen {
-		return false
-	}
-	allNumeric := true
-	for label := range strings.SplitSeq(h, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			switch {
-			case c >= '0' && c <= '9':
-			case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '-', c == '_':
-				allNumeric = false
-			default:
-				return false
-			}
-		}
-	}
-	return !allNumeric
 }
 
 func imapHasControl(s string) bool {

@@ -1,7 +1,7 @@
 package outgoing
 
 import (
-	"net/netip"
+	"github.com/mailsync/mailsync/internal/netguard"
 	"strings"
 	"unicode/utf8"
 
@@ -68,7 +68,7 @@ func (s Settings) ValidateKeepingPassword(prefix string) error {
 }
 
 func (s Settings) validate(prefix string, keepPassword bool) error {
-	if code, msg := checkHost(s.Host); code != "" {
+	if code, msg := netguard.CheckHostSyntax(s.Host, "SMTP"); code != "" {
 		return apperr.Invalid(prefix+"host", code, "%s", msg)
 	}
 	if s.Port < 1 || s.Port > 65535 {
@@ -118,67 +118,6 @@ func (s Settings) ConnectionChanged(o Settings) bool {
 		s.Auth != o.Auth ||
 		s.Login != o.Login ||
 		s.Password != o.Password
-}
-
-// checkHost returns an error code and message when h is not a DNS name or
-// an IP literal, or "" when it is.
-func checkHost(h string) (code, msg string) {
-	switch {
-	case h == "":
-		return "required", "the SMTP server's host name is required, e.g. smtp.example.com"
-	case strings.TrimSpace(h) != h || strings.ContainsAny(h, " \t"):
-		return "invalid_host", "the host name must not contain spaces"
-	case strings.Contains(h, "://"):
-		return "invalid_host", "give the host name alone, without a scheme such as smtp://"
-	case strings.ContainsAny(h, "/?#@"):
-		return "invalid_host", "give the host name alone, e.g. smtp.example.com"
-	}
-	if a, err := netip.ParseAddr(h); err == nil {
-		if a.Zone() != "" {
-			return "invalid_host", "an IPv6 address with a zone cannot be used; give a routable address"
-		}
-		return "", ""
-	}
-	if strings.HasPrefix(h, "[") {
-		return "invalid_host", "give an IPv6 address without brackets and without a port"
-	}
-	if strings.Contains(h, ":") {
-		return "invalid_host", "give the host name without a port: the port has its own field"
-	}
-	if !validDNSName(h) {
-		if hasNonASCII(h) {
-			return "invalid_host", "write an international host name in its xn-- (punycode) form"
-		}
-		return "invalid_host", "the host name is not a valid DNS name"
-	}
-	return "", ""
-}
-
-// validDNSName reports whether h is a host name of letters, digits and
-// hyphens in dot-separated labels of 1 to 63 characters (RFC 1123), with an
-// optional trailing dot, and not all digits (a mistyped IP address).
-func validDNSName(h string) bool {
-	h = strings.TrimSuffix(h, ".")
-	if h == "" || len(h) > maxHostLen {
-		return false
-	}
-	allNumeric := true
-	for label := range strings.SplitSeq(h, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			switch {
-			case c >= '0' && c <= '9':
-			case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '-', c == '_':
-				allNumeric = false
-			default:
-				return false
-			}
-		}
-	}
-	return !allNumeric
 }
 
 func hasControl(s string) bool {
