@@ -282,6 +282,15 @@ func TestRotateKeyEmbedded(t *testing.T) {
 	}
 }
 
+// TestMain removes the binary that binary(t) built, once every test is done.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
+}
+
 var (
 	buildOnce sync.Once
 	binPath   string
