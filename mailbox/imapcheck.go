@@ -53,6 +53,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"github.com/mailsync/mailsync/internal/i18n"
+	"github.com/mailsync/mailsync/internal/netguard"
 	"github.com/mailsync/mailsync/internal/secret"
 	"github.com/mailsync/mailsync/outgoing"
 )
@@ -355,37 +356,14 @@ func (n *IMAPNetwork) dial(ctx context.Context, s IMAPSettings, tr *imapTracer) 
 	if _, err := netip.ParseAddr(s.Host); err == nil {
 		tr.ok(outgoing.StepDNS, start, nil, tr.t("detail.dns_literal"))
 	} else {
-		tr.ok(outgoing.StepDNS, start, nil, tr.t("detail.dns_addrs", joinIMAPAddrs(addrs)))
+		tr.ok(outgoing.StepDNS, start, nil, tr.t("detail.dns_addrs", netguard.JoinAddrs(addrs)))
 	}
 
 	// tcp
 	start = time.Now()
-	var (
-		raw      net.Conn
-		addr     netip.AddrPort
-		firstErr error
-		tried    []string
-	)
-	for _, a := range addrs {
-		ap := netip.AddrPortFrom(a, uint16(s.Port))
-		c, err := n.Dialer.DialAddr(ctx, s.Host, ap)
-		if err == nil {
-			raw, addr = c, ap
-			break
-		}
-		tried = append(tried, ap.String())
-		if firstErr == nil {
-			firstErr = err
-		}
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	if raw == nil {
-		if firstErr == nil {
-			firstErr = errors.New("no address to connect to")
-		}
-		return nil, tr.fail(ctx, outgoing.StepTCP, start, firstErr, tr.t("detail.tcp_tried", strings.Join(tried, ", ")))
+	raw, addr, tried, err := netguard.DialFirst(ctx, n.Dialer, s.Host, addrs, s.Port)
+	if err != nil {
+		return nil, tr.fail(ctx, outgoing.StepTCP, start, err, tr.t("detail.tcp_tried", strings.Join(tried, ", ")))
 	}
 	tr.ok(outgoing.StepTCP, start, nil, tr.t("detail.tcp_connected", addr.String()))
 
@@ -690,14 +668,6 @@ func capNames(caps imap.CapSet) []string {
 	}
 	slices.Sort(out)
 	return out
-}
-
-func joinIMAPAddrs(addrs []netip.Addr) string {
-	s := make([]string, len(addrs))
-	for i, a := range addrs {
-		s[i] = a.String()
-	}
-	return strings.Join(s, ", ")
 }
 
 func imapTLSDetail(tr *imapTracer, st tls.ConnectionState) string {

@@ -45,6 +45,7 @@ import (
 	"github.com/wneessen/go-mail/smtp"
 
 	"github.com/mailsync/mailsync/internal/i18n"
+	"github.com/mailsync/mailsync/internal/netguard"
 	"github.com/mailsync/mailsync/internal/secret"
 )
 
@@ -310,37 +311,14 @@ func (n *Network) dial(ctx context.Context, s Settings, tr *tracer) (*Conn, erro
 	if _, err := netip.ParseAddr(s.Host); err == nil {
 		tr.ok(StepDNS, start, nil, tr.t("detail.dns_literal"))
 	} else {
-		tr.ok(StepDNS, start, nil, tr.t("detail.dns_addrs", joinAddrs(addrs)))
+		tr.ok(StepDNS, start, nil, tr.t("detail.dns_addrs", netguard.JoinAddrs(addrs)))
 	}
 
 	// tcp
 	start = time.Now()
-	var (
-		raw      net.Conn
-		addr     netip.AddrPort
-		firstErr error
-		tried    []string
-	)
-	for _, a := range addrs {
-		ap := netip.AddrPortFrom(a, uint16(s.Port))
-		c, err := n.Dialer.DialAddr(ctx, s.Host, ap)
-		if err == nil {
-			raw, addr = c, ap
-			break
-		}
-		tried = append(tried, ap.String())
-		if firstErr == nil {
-			firstErr = err
-		}
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	if raw == nil {
-		if firstErr == nil {
-			firstErr = errors.New("no address to connect to")
-		}
-		return nil, tr.fail(StepTCP, start, stepError(ctx, StepTCP, firstErr), tr.t("detail.tcp_tried", strings.Join(tried, ", ")))
+	raw, addr, tried, err := netguard.DialFirst(ctx, n.Dialer, s.Host, addrs, s.Port)
+	if err != nil {
+		return nil, tr.fail(StepTCP, start, stepError(ctx, StepTCP, err), tr.t("detail.tcp_tried", strings.Join(tried, ", ")))
 	}
 	tr.ok(StepTCP, start, nil, tr.t("detail.tcp_connected", addr.String()))
 
@@ -989,14 +967,6 @@ func certNames(cert *x509.Certificate) []string {
 		names = append(names, cert.Subject.CommonName)
 	}
 	return names
-}
-
-func joinAddrs(addrs []netip.Addr) string {
-	s := make([]string, len(addrs))
-	for i, a := range addrs {
-		s[i] = a.String()
-	}
-	return strings.Join(s, ", ")
 }
 
 // tracer turns step outcomes into StepResults for the caller and log lines.
