@@ -20,9 +20,6 @@ import (
 	"gorm.io/gorm"
 )
 
-// KindSystemSender is how a shared system account appears among senders.
-const KindSystemSender = KindSystem
-
 // Confirmation limits (the issue's: codes live 30 minutes and die after 5
 // wrong tries; 5 confirmations per user per hour, 3 per address per day).
 const (
@@ -79,7 +76,7 @@ func (s *Service) Senders(ctx context.Context, c Caller) ([]SenderView, error) {
 		return nil, fmt.Errorf("list shared system accounts: %w", err)
 	}
 	for _, a := range accts {
-		out = append(out, SenderView{ID: systemSenderID(a.ID), Kind: KindSystemSender, Email: a.Email, Name: a.SenderName,
+		out = append(out, SenderView{ID: systemSenderID(a.ID), Kind: KindSystem, Email: a.Email, Name: a.SenderName,
 			Shared: a.SharedWithUsers, NotDeletable: "sender_managed_by_admin"})
 	}
 	return out, nil
@@ -110,7 +107,7 @@ func (s *Service) GetSender(ctx context.Context, c Caller, id string) (SenderVie
 		if err != nil || !a.Active || (!c.Admin && !a.SharedWithUsers) {
 			return SenderView{}, apperr.NotFound("sender")
 		}
-		return SenderView{ID: id, Kind: KindSystemSender, Email: a.Email, Name: a.SenderName, Shared: a.SharedWithUsers,
+		return SenderView{ID: id, Kind: KindSystem, Email: a.Email, Name: a.SenderName, Shared: a.SharedWithUsers,
 			NotDeletable: "sender_managed_by_admin"}, nil
 	}
 	sd, err := s.visibleSender(ctx, c, n)
@@ -145,7 +142,7 @@ func (s *Service) DeleteSender(ctx context.Context, c Caller, id string) error {
 		return err
 	}
 	switch {
-	case v.Kind == KindSystemSender:
+	case v.Kind == KindSystem:
 		return apperr.Conflict("sender_managed_by_admin",
 			"%s is a system SMTP account: an administrator manages it under SMTP accounts", v.Email)
 	case v.Kind == KindMailbox:
@@ -181,7 +178,7 @@ func (s *Service) UpdateSender(ctx context.Context, c Caller, id string, p Sende
 		return SenderView{}, nil, err
 	}
 	switch {
-	case v.Kind == KindSystemSender:
+	case v.Kind == KindSystem:
 		return SenderView{}, nil, apperr.Conflict("sender_managed_by_admin", "%s is a system SMTP account: an administrator manages it", v.Email)
 	case v.Kind == KindMailbox:
 		return SenderView{}, nil, apperr.Conflict("sender_managed_by_mailbox", "%s comes from a connected mailbox: change it in the mailbox's settings", v.Email)

@@ -32,15 +32,6 @@ import (
 
 const syncPass = "Sync-Pa55word"
 
-// needSyncEngine skips the test unless serve runs the sync engine.
-func needSyncEngine(t *testing.T, bin string) {
-	t.Helper()
-	out, _ := exec.Command(bin, "serve", "--help").CombinedOutput()
-	if !strings.Contains(string(out), "MAILSYNC_POLL_INTERVAL") {
-		t.Skip("serve does not run the IMAP sync engine yet (no MAILSYNC_POLL_INTERVAL in serve --help)")
-	}
-}
-
 // apiClient calls the HTTP API of a child with a token.
 type apiClient struct {
 	url, token string
@@ -144,7 +135,6 @@ func boundedPoll(t *testing.T, timeout time.Duration, what string, cond func() b
 // duplicate and no gap.
 func TestSyncCrashSafety(t *testing.T) {
 	bin := binary(t)
-	needSyncEngine(t, bin)
 	for _, d := range []store.Dialect{store.SQLite, store.Postgres} {
 		t.Run(string(d), func(t *testing.T) { syncCrashSafety(t, bin, d) })
 	}
@@ -361,7 +351,6 @@ var userTokenRE = regexp.MustCompile(`(?m)^(mst_\S+)$`)
 // within the lease TTL.
 func TestThreeServeInstancesShareMailboxes(t *testing.T) {
 	bin := binary(t)
-	needSyncEngine(t, bin)
 	ca := testpeer.NewCA(t)
 	dv := testpeer.StartDovecot(t, &testpeer.DovecotOptions{CA: ca})
 	vars, dsn := syncVars(t, store.Postgres, ca)

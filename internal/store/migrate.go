@@ -59,21 +59,6 @@ func sortedMigrations() []Migration {
 	return ms
 }
 
-// SchemaVersion returns the highest applied migration, 0 for a new database.
-func (db *DB) SchemaVersion(ctx context.Context) (int, error) {
-	if !db.Gorm.WithContext(ctx).Migrator().HasTable("schema_migrations") {
-		return 0, nil
-	}
-	var v *int
-	if err := db.WithContext(ctx).Raw("SELECT MAX(version) FROM schema_migrations").Scan(&v).Error; err != nil {
-		return 0, fmt.Errorf("read schema version: %w", err)
-	}
-	if v == nil {
-		return 0, nil
-	}
-	return *v, nil
-}
-
 // Migrate applies every migration the database lacks, in one transaction,
 // and returns the versions it applied (none when another instance got there
 // first).
