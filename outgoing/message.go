@@ -252,11 +252,16 @@ func newMessageID(domain string, now time.Time) string {
 // The route's SenderName is the fallback for a From without a name; its
 // SenderHeader becomes the Sender header.
 func (d *Draft) build(maxBytes int64, rt Route, now time.Time) (*built, error) {
-	senderName := rt.SenderName
 	from, to, cc, bcc, replyTo, err := d.validate(maxBytes)
 	if err != nil {
 		return nil, err
 	}
+	return d.render(maxBytes, rt, now, from, to, cc, bcc, replyTo)
+}
+
+// render builds a draft whose addresses validate has parsed already.
+func (d *Draft) render(maxBytes int64, rt Route, now time.Time, from *mail.Address, to, cc, bcc []*mail.Address, replyTo *mail.Address) (*built, error) {
+	senderName := rt.SenderName
 	name := from.Name
 	if d.SenderName != nil {
 		name = *d.SenderName

@@ -114,7 +114,8 @@ func (s *Service) Submit(ctx context.Context, c Caller, d Draft, opts SubmitOpti
 		}
 	}
 	// Validate everything before asking the database anything.
-	if _, _, _, _, _, err := d.validate(s.cfg.MaxMessageBytes); err != nil {
+	parsedFrom, to, cc, bcc, replyTo, err := d.validate(s.cfg.MaxMessageBytes)
+	if err != nil {
 		return OutboxMessage{}, err
 	}
 	if !explicit {
@@ -123,7 +124,7 @@ func (s *Service) Submit(ctx context.Context, c Caller, d Draft, opts SubmitOpti
 		}
 	}
 	now := s.now()
-	b, err := d.build(s.cfg.MaxMessageBytes, rt, now)
+	b, err := d.render(s.cfg.MaxMessageBytes, rt, now, parsedFrom, to, cc, bcc, replyTo)
 	if err != nil {
 		return OutboxMessage{}, err
 	}
