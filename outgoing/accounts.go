@@ -132,6 +132,7 @@ func (s *Service) CreateAccount(ctx context.Context, c Caller, in AccountInput) 
 		}
 		return s.sealAccountPassword(tx, &a, pw)
 	})
+	s.routes.forget()
 	if err != nil {
 		return Account{}, rep, accountWriteError(err, a.Email)
 	}
@@ -184,6 +185,7 @@ func (s *Service) UpdateAccount(ctx context.Context, c Caller, id int64, in Acco
 		}
 		return s.sealAccountPassword(tx, &a, pw)
 	})
+	s.routes.forget()
 	if err != nil {
 		return Account{}, rep, accountWriteError(err, a.Email)
 	}
@@ -195,6 +197,7 @@ func (s *Service) UpdateAccount(ctx context.Context, c Caller, id int64, in Acco
 // turn comes.
 func (s *Service) DeleteAccount(ctx context.Context, id int64) error {
 	res := s.db.WithContext(ctx).Where("id = ?", id).Delete(&Account{})
+	s.routes.forget()
 	if res.Error != nil {
 		return fmt.Errorf("delete SMTP account %d: %w", id, res.Error)
 	}

@@ -10,7 +10,6 @@ import (
 
 	"github.com/mailsync/mailsync/internal/apperr"
 	"github.com/mailsync/mailsync/internal/store"
-	"gorm.io/gorm"
 )
 
 // Message statuses.
@@ -150,11 +149,7 @@ func (s *Service) enqueue(ctx context.Context, c Caller, rt Route, b *built, sub
 	if opts.CRM != nil {
 		m.CrmEntityType, m.CrmEntityID = opts.CRM.EntityType, opts.CRM.EntityID
 	}
-	// One INSERT is atomic and durable when it returns: gorm's wrapping
-	// transaction would only add a BEGIN and a COMMIT per message (and, on
-	// SQLite, one more turn at the write lock).
-	insert := s.db.WithContext(ctx).Session(&gorm.Session{SkipDefaultTransaction: true})
-	if err := insert.Create(&m).Error; err != nil {
+	if err := s.inserts.insert(ctx, &m); err != nil {
 		return OutboxMessage{}, fmt.Errorf("queue message %s: %w", b.messageID, err)
 	}
 	s.metrics.queued.Inc()

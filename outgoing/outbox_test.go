@@ -329,6 +329,35 @@ func TestInactiveAccountNeverUsed(t *testing.T) {
 	}
 }
 
+// An account switched off by another instance routes nowhere here after at
+// most five seconds (the route cache), and what was accepted for it in
+// between is never sent through it.
+func TestInactiveAccountOnAnotherInstance(t *testing.T) {
+	for _, d := range storetest.Dialects {
+		t.Run(string(d), func(t *testing.T) {
+			e := newEnv(t, storetest.Open(t, d), outgoing.Config{})
+			p := e.peer(t, testpeer.SMTPStartTLS, nil)
+			a := e.account(t, p, outgoing.SecuritySTARTTLS, "")
+			e.submit(t, admin, draft(siteAddr, "e@example.org")) // routes, and remembers the route
+			other := outgoing.NewService(outgoing.Deps{DB: e.db, Box: e.box, Clock: e.clock,
+				Network: &outgoing.Network{Dialer: &netguard.Dialer{}}}, outgoing.Config{})
+			if _, _, err := other.UpdateAccount(context.Background(), admin, a.ID, outgoing.AccountInput{Active: ptr(false)}); err != nil {
+				t.Fatal(err)
+			}
+			e.clock.Advance(5 * time.Second)
+			_, err := e.svc.Submit(context.Background(), admin, draft(siteAddr, "f@example.org"), outgoing.SubmitOptions{})
+			var ae *apperr.Error
+			if !errors.As(err, &ae) || ae.Code != "no_sender_account" {
+				t.Errorf("Submit() 5 s after another instance switched the account off = %v, want 422 no_sender_account", err)
+			}
+			e.process(t)
+			if len(p.Messages()) != 0 {
+				t.Errorf("an inactive account sent a message")
+			}
+		})
+	}
+}
+
 func TestRoutingIsStrict(t *testing.T) {
 	for _, d := range storetest.Dialects {
 		t.Run(string(d), func(t *testing.T) {

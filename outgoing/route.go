@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"sync"
+	"time"
 
 	"github.com/mailsync/mailsync/internal/apperr"
 	"github.com/mailsync/mailsync/internal/store"
@@ -93,13 +96,19 @@ type systemRouter struct{ s *Service }
 func (systemRouter) Kind() string { return KindSystem }
 
 func (r systemRouter) Route(ctx context.Context, c Caller, from string) (Route, bool, error) {
-	var a Account
-	err := r.s.db.WithContext(ctx).Where("lower(email) = lower(?) AND active = ?", from, true).Take(&a).Error
-	if store.IsNotFound(err) {
-		return Route{}, false, nil
-	}
-	if err != nil {
-		return Route{}, false, fmt.Errorf("route %s: %w", from, err)
+	key := strings.ToLower(from)
+	now := r.s.now()
+	a, ok := r.s.routes.get(key, now)
+	if !ok {
+		err := r.s.db.WithContext(ctx).Select("id", "email", "sender_name", "shared_with_users").
+			Where("lower(email) = lower(?) AND active = ?", from, true).Take(&a).Error
+		if store.IsNotFound(err) {
+			return Route{}, false, nil
+		}
+		if err != nil {
+			return Route{}, false, fmt.Errorf("route %s: %w", from, err)
+		}
+		r.s.routes.put(key, a, now)
 	}
 	if !c.Admin && !a.SharedWithUsers {
 		return Route{}, false, &apperr.Error{Kind: apperr.ErrForbidden, Code: "sender_not_allowed", Field: "from",
@@ -129,4 +138,51 @@ func (r systemRouter) Target(ctx context.Context, id int64) (Target, error) {
 
 func (r systemRouter) AuthFailed(ctx context.Context, id int64) error {
 	return r.s.db.WithContext(ctx).Model(&Account{}).Where("id = ?", id).Update("auth_failed", true).Error
+}
+
+// A From address's active system account, once read, is reused for
+// routeCacheTTL, for up to routeCacheMax addresses: a portal sends most of
+// its mail from a few addresses, and the lookup was a tenth of the CPU of a
+// submission. Any change to an account through this Service forgets them
+// all at once; a change by another instance is seen within routeCacheTTL.
+// Only the submission's routing uses it: the worker reads the account
+// again before it sends, and never uses an inactive one.
+const (
+	routeCacheTTL = 5 * time.Second
+	routeCacheMax = 1024
+)
+
+type routeCache struct {
+	mu sync.Mutex
+	m  map[string]routeEntry
+}
+
+type routeEntry struct {
+	a     Account
+	until time.Time
+}
+
+func (c *routeCache) get(key string, now time.Time) (Account, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[key]
+	if !ok || !now.Before(e.until) {
+		return Account{}, false
+	}
+	return e.a, true
+}
+
+func (c *routeCache) put(key string, a Account, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= routeCacheMax {
+		c.m = make(map[string]routeEntry)
+	}
+	c.m[key] = routeEntry{a: a, until: now.Add(routeCacheTTL)}
+}
+
+func (c *routeCache) forget() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.m = nil
 }

@@ -91,6 +91,8 @@ type Service struct {
 	routers []Router
 	wake    chan struct{}
 	limiter *ratelimit.Limiter
+	inserts *groupCommit
+	routes  routeCache
 }
 
 // Deps are what a Service needs.
@@ -111,7 +113,7 @@ func NewService(d Deps, cfg Config) *Service {
 	s := &Service{
 		db: d.DB, box: d.Box, net: d.Network, checker: d.Checker, clock: d.Clock,
 		cfg: cfg.withDefaults(), log: d.Logger, metrics: d.Metrics,
-		wake: make(chan struct{}, 1),
+		wake: make(chan struct{}, 1), inserts: &groupCommit{db: d.DB},
 	}
 	if s.checker == nil {
 		s.checker = d.Network

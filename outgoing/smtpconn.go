@@ -282,6 +282,10 @@ type Conn struct {
 	info    ConnInfo
 	secrets []string // forms of the password scrubbed from replies
 	broken  bool
+	// resetPending: Reset was called on a PIPELINING session; the RSET is
+	// sent with the next transaction.
+	resetPending bool
+	pipelined    bool // a transaction went out pipelined: Reset may wait
 }
 
 // Dial runs the steps dns, tcp, tls (ssl only), ehlo (greeting and EHLO),
@@ -545,6 +549,9 @@ func (c *Conn) send(ctx context.Context, from string, rcpts []string, msg io.Rea
 			c.broken = true
 		}
 	}()
+	if c.info.Pipelining {
+		return c.sendPipelined(ctx, from, rcpts, msg, tr)
+	}
 	if err := c.mailFrom(ctx, from, rcpts, tr); err != nil {
 		return nil, err
 	}
@@ -554,10 +561,130 @@ func (c *Conn) send(ctx context.Context, from string, rcpts []string, msg io.Rea
 	return c.data(ctx, msg, tr)
 }
 
-func (c *Conn) mailFrom(ctx context.Context, from string, rcpts []string, tr *tracer) error {
+// sendPipelined is send for a server that announced PIPELINING (RFC 2920):
+// a pending RSET, MAIL FROM, every RCPT TO and, for a single recipient,
+// DATA go out in one write, and their replies are read in order, every one
+// of them, so that the session stays in step with the server whatever it
+// refused. Then the body goes as in data. Two round trips a message instead
+// of five. With several recipients DATA waits for their replies: one
+// refused recipient must not leave the server in DATA for the others.
+func (c *Conn) sendPipelined(ctx context.Context, from string, rcpts []string, msg io.Reader, tr *tracer) (*Reply, error) {
 	start := time.Now()
+	mailCmd, err := c.mailCommand(from, rcpts)
+	if err != nil {
+		return nil, tr.fail(StepMailFrom, start, &StepError{Step: StepMailFrom, Err: err}, "")
+	}
+	if se := checkRecipients(from, rcpts); se != nil {
+		return nil, tr.fail(StepRcpt, start, se, "")
+	}
+	c.arm(ctx)
+	text := c.client.Text
+	reset := c.resetPending
+	c.resetPending = false
+	c.pipelined = true
+	withData := len(rcpts) == 1
+	var b strings.Builder
+	if reset {
+		b.WriteString("RSET\r\n")
+	}
+	b.WriteString(mailCmd + "\r\n")
+	for _, to := range rcpts {
+		b.WriteString("RCPT TO:<" + to + ">\r\n")
+	}
+	if withData {
+		b.WriteString("DATA\r\n")
+	}
+	_, err = text.W.WriteString(b.String())
+	if err == nil {
+		err = text.W.Flush()
+	}
+	if err != nil {
+		return nil, tr.fail(StepMailFrom, start, c.stepError(ctx, StepMailFrom, err), tr.t("detail.mail_from", from))
+	}
+	read := func(expect int) (*Reply, error) {
+		c.arm(ctx)
+		code, m, err := text.ReadResponse(expect)
+		if err != nil {
+			return nil, err
+		}
+		return scrubReply(parseReply(code, m), c.secrets), nil
+	}
+	// lost ends the session when a reply did not come at all.
+	lost := func(step Step, err error, detail string) (*Reply, error) {
+		return nil, tr.fail(step, start, c.stepError(ctx, step, err), detail)
+	}
+	if reset {
+		if _, err := read(250); err != nil {
+			if replyOf(err) == nil {
+				return lost(StepMailFrom, err, tr.t("detail.mail_from", from))
+			}
+			// A server that refuses RSET cannot be trusted with the rest.
+			c.broken = true
+			c.kill()
+			return nil, tr.fail(StepMailFrom, start, c.stepError(ctx, StepMailFrom, fmt.Errorf("smtp RSET: %w", err)), "")
+		}
+	}
+	var (
+		refused    *StepError // the first refusal, reported once every reply is in
+		refusedAt  Step
+		refusedDet string
+	)
+	if r, err := read(250); err != nil {
+		if replyOf(err) == nil {
+			return lost(StepMailFrom, err, tr.t("detail.mail_from", from))
+		}
+		refused, refusedAt, refusedDet = c.stepError(ctx, StepMailFrom, &AddressError{Address: from, From: from, Err: err}), StepMailFrom, tr.t("detail.mail_from", from)
+	} else {
+		tr.ok(StepMailFrom, start, r, tr.t("detail.mail_from", from))
+	}
+	var last *Reply
+	for _, to := range rcpts {
+		r, err := read(25)
+		if err != nil {
+			if replyOf(err) == nil {
+				return lost(StepRcpt, err, tr.t("detail.rcpt", to))
+			}
+			if refused == nil {
+				refused, refusedAt, refusedDet = c.stepError(ctx, StepRcpt, &AddressError{Address: to, From: from, Err: err}), StepRcpt, tr.t("detail.rcpt", to)
+			}
+			continue
+		}
+		last = r
+	}
+	if refused == nil {
+		tr.ok(StepRcpt, start, last, tr.t("detail.rcpt", strings.Join(rcpts, ", ")))
+	}
+	if !withData {
+		if refused != nil {
+			return nil, tr.fail(refusedAt, start, refused, refusedDet)
+		}
+		return c.data(ctx, msg, tr)
+	}
+	if _, err := read(354); err != nil {
+		if replyOf(err) == nil {
+			return lost(StepData, err, "")
+		}
+		if refused == nil {
+			refused, refusedAt = c.stepError(ctx, StepData, err), StepData
+		}
+		return nil, tr.fail(refusedAt, start, refused, refusedDet)
+	}
+	if refused != nil {
+		// The server took DATA although it refused the sender or a
+		// recipient. A DATA cannot be abandoned without delivering it to
+		// the recipients it did accept: drop the connection instead.
+		c.broken = true
+		c.kill()
+		return nil, tr.fail(refusedAt, start, refused, refusedDet)
+	}
+	return c.dataBody(ctx, msg, tr, start)
+}
+
+// mailCommand builds the MAIL FROM command, refusing an address that cannot
+// be put on the wire.
+func (c *Conn) mailCommand(from string, rcpts []string) (string, error) {
 	if !validEnvelopeAddress(from) {
-		return tr.fail(StepMailFrom, start, &StepError{Step: StepMailFrom, Err: &AddressError{Address: from, From: from, Err: ErrInvalidAddress}}, "")
+		return "", &AddressError{Address: from, From: from, Err: ErrInvalidAddress}
 	}
 	cmd := "MAIL FROM:<" + from + ">"
 	if c.info.EightBitMIME {
@@ -565,6 +692,29 @@ func (c *Conn) mailFrom(ctx context.Context, from string, rcpts []string, tr *tr
 	}
 	if c.info.SMTPUTF8 && (hasNonASCII(from) || slices.ContainsFunc(rcpts, hasNonASCII)) {
 		cmd += " SMTPUTF8"
+	}
+	return cmd, nil
+}
+
+// checkRecipients refuses an empty list and any address that cannot be put
+// on the wire.
+func checkRecipients(from string, rcpts []string) *StepError {
+	if len(rcpts) == 0 {
+		return &StepError{Step: StepRcpt, Err: ErrNoRecipients}
+	}
+	for _, to := range rcpts {
+		if !validEnvelopeAddress(to) {
+			return &StepError{Step: StepRcpt, Err: &AddressError{Address: to, From: from, Err: ErrInvalidAddress}}
+		}
+	}
+	return nil
+}
+
+func (c *Conn) mailFrom(ctx context.Context, from string, rcpts []string, tr *tracer) error {
+	start := time.Now()
+	cmd, err := c.mailCommand(from, rcpts)
+	if err != nil {
+		return tr.fail(StepMailFrom, start, &StepError{Step: StepMailFrom, Err: err}, "")
 	}
 	r, err := c.command(ctx, 250, cmd)
 	if err != nil {
@@ -576,13 +726,8 @@ func (c *Conn) mailFrom(ctx context.Context, from string, rcpts []string, tr *tr
 
 func (c *Conn) rcptTo(ctx context.Context, from string, rcpts []string, tr *tracer) error {
 	start := time.Now()
-	if len(rcpts) == 0 {
-		return tr.fail(StepRcpt, start, &StepError{Step: StepRcpt, Err: ErrNoRecipients}, "")
-	}
-	for _, to := range rcpts {
-		if !validEnvelopeAddress(to) {
-			return tr.fail(StepRcpt, start, &StepError{Step: StepRcpt, Err: &AddressError{Address: to, From: from, Err: ErrInvalidAddress}}, "")
-		}
+	if se := checkRecipients(from, rcpts); se != nil {
+		return tr.fail(StepRcpt, start, se, "")
 	}
 	var last *Reply
 	for _, to := range rcpts {
@@ -601,6 +746,12 @@ func (c *Conn) data(ctx context.Context, msg io.Reader, tr *tracer) (*Reply, err
 	if _, err := c.command(ctx, 354, "DATA"); err != nil {
 		return nil, tr.fail(StepData, start, c.stepError(ctx, StepData, err), "")
 	}
+	return c.dataBody(ctx, msg, tr, start)
+}
+
+// dataBody sends the message after the server's 354 and reads the reply to
+// the final dot.
+func (c *Conn) dataBody(ctx context.Context, msg io.Reader, tr *tracer, start time.Time) (*Reply, error) {
 	text := c.client.Text
 	dw := text.DotWriter()
 	src := &readErrRecorder{r: msg}
@@ -669,10 +820,18 @@ func (r *readErrRecorder) Read(p []byte) (int, error) {
 }
 
 // Reset sends RSET, ending a failed or finished transaction so that the
-// connection can carry the next message. A failure breaks the Conn.
+// connection can carry the next message. A failure breaks the Conn. When
+// the last transaction went out pipelined (Send on a server that announced
+// PIPELINING), the RSET goes out in front of the next transaction's
+// commands instead, and its reply is checked there.
 func (c *Conn) Reset(ctx context.Context) error {
 	if c.broken {
 		return fmt.Errorf("smtp RSET: %w", ErrConnBroken)
+	}
+	if c.pipelined {
+		// It goes out with the next transaction's commands.
+		c.resetPending = true
+		return nil
 	}
 	stop := context.AfterFunc(ctx, c.kill)
 	_, err := c.command(ctx, 250, "RSET")

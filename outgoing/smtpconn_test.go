@@ -111,6 +111,14 @@ func TestSendFailures(t *testing.T) {
 			wantAddress: "nobody@example.net", reusable: true,
 		},
 		{
+			name: "only recipient refused",
+			script: &testpeer.SMTPScript{Rcpt: func(n int, _ string) error {
+				return refuseIf(n == 1, 550, "5.1.1", "User unknown")
+			}},
+			rcpts: []string{scRcpt}, wantStep: outgoing.StepRcpt, wantReply: 550,
+			wantAddress: scRcpt, reusable: true,
+		},
+		{
 			name:   "mail from busy",
 			script: &testpeer.SMTPScript{Mail: func(n int, _ string) error { return refuseIf(n == 1, 451, "4.3.0", "Try again later") }},
 			rcpts:  []string{scRcpt}, wantStep: outgoing.StepMailFrom, wantReply: 451, wantTemporary: true,
@@ -385,5 +393,43 @@ func TestStepErrorTemporary(t *testing.T) {
 		if got := c.err.Temporary(); got != c.want {
 			t.Errorf("%s: Temporary() = %v, want %v", c.name, got, c.want)
 		}
+	}
+}
+
+// TestSendPipelinesWithRSETInFront: on a server that announces PIPELINING,
+// a message's commands go out together, with the RSET that ended the
+// previous transaction in front of them.
+func TestSendPipelinesWithRSETInFront(t *testing.T) {
+	// Plain text, so that the peer's transcript shows the commands.
+	s, ca := scPeer(t, testpeer.SMTPPlain, nil)
+	conn := scDial(t, scNetwork(ca, nil), scSettings(s, outgoing.SecurityNone))
+	if !conn.Info().Pipelining {
+		t.Fatal("the peer does not announce PIPELINING")
+	}
+	for i := range 3 {
+		if _, err := conn.Send(context.Background(), scUser, []string{scRcpt}, strings.NewReader("Subject: x\r\n\r\nbody\r\n"), nil); err != nil {
+			t.Fatalf("Send() %d error = %v", i, err)
+		}
+		if err := conn.Reset(context.Background()); err != nil {
+			t.Fatalf("Reset() %d error = %v", i, err)
+		}
+	}
+	if err := conn.Close(); err != nil {
+		t.Fatalf("Close() error = %v", err)
+	}
+	if n := len(s.Messages()); n != 3 {
+		t.Fatalf("peer messages = %d, want 3", n)
+	}
+	sessions := s.Sessions()
+	if len(sessions) != 1 {
+		t.Fatalf("peer sessions = %d, want 1", len(sessions))
+	}
+	tx := "MAIL FROM:<" + scUser + "> BODY=8BITMIME\r\nRCPT TO:<" + scRcpt + ">\r\nDATA\r\n"
+	got := string(sessions[0].Transcript)
+	if want := tx + "Subject: x\r\n\r\nbody\r\n.\r\nRSET\r\n" + tx; !strings.Contains(got, want) {
+		t.Errorf("transcript = %q, want it to hold %q", got, want)
+	}
+	if n := strings.Count(got, "RSET\r\n"); n != 2 {
+		t.Errorf("transcript has %d RSET, want 2 (between the three messages, none before QUIT)", n)
 	}
 }

@@ -18,6 +18,7 @@ import (
 // then MAILSYNC_* environment variables, then flags.
 type Config struct {
 	Listen          string
+	DebugListen     string
 	DataDir         string
 	DB              string
 	SecretKey       string // base64; from the environment only, never a flag
@@ -77,6 +78,7 @@ func commonSettings(c *Config) []setting {
 func serveSettings(c *Config) []setting {
 	return append([]setting{
 		{"listen", "MAILSYNC_LISTEN", "127.0.0.1:8080", "address of the HTTP API", &c.Listen},
+		{"debug-listen", "MAILSYNC_DEBUG_LISTEN", "", "address of the Go profiler (/debug/pprof/); empty: off. Keep it on loopback: it has no authentication", &c.DebugListen},
 		{"allow-hosts", "MAILSYNC_ALLOW_HOSTS", "", "comma-separated address ranges (CIDR) that user-named mail hosts may resolve to although private or loopback", &c.AllowHosts},
 		{"admin-email", "MAILSYNC_ADMIN_EMAIL", "admin@localhost", "address of the admin created on the first start", &c.AdminEmail},
 		{"shutdown-timeout", "MAILSYNC_SHUTDOWN_TIMEOUT", "15s", "how long in-flight requests and work may take to finish at shutdown", &c.ShutdownTimeout},

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"time"
 
@@ -119,6 +122,17 @@ func cmdServe(ctx context.Context, e env, args []string) error {
 		ln.Close()
 		return err
 	}
+	if cfg.DebugListen != "" {
+		stopDebug, err := startDebug(cfg.DebugListen, e.stdout, log)
+		if err != nil {
+			ln.Close()
+			for _, l := range subLns {
+				l.ln.Close()
+			}
+			return err
+		}
+		defer stopDebug()
+	}
 	for _, l := range subLns {
 		suffix := ""
 		if l.implicitTLS {
@@ -197,4 +211,27 @@ func cmdServe(ctx context.Context, e env, args []string) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// startDebug serves the Go profiler on addr until the returned func is
+// called. It is off unless MAILSYNC_DEBUG_LISTEN is set.
+func startDebug(addr string, stdout io.Writer, log *slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s (MAILSYNC_DEBUG_LISTEN): %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Warn("profiler stopped", "error", err)
+		}
+	}()
+	fmt.Fprintf(stdout, "profiler listening on http://%s/debug/pprof/\n", ln.Addr())
+	return func() { srv.Close() }, nil
 }

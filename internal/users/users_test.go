@@ -130,6 +130,9 @@ func TestTokensAndRevoke(t *testing.T) {
 		if err := us.RevokeToken(ctx, bob.ID, toks[1].ID); !errors.Is(err, apperr.ErrNotFound) {
 			t.Errorf("RevokeToken() of another user's token = %v, want not found", err)
 		}
+		if _, err := us.Authenticate(ctx, second.Reveal()); err != nil {
+			t.Fatalf("Authenticate() before revoking = %v", err)
+		}
 		if err := us.RevokeToken(ctx, ann.ID, toks[1].ID); err != nil {
 			t.Fatalf("RevokeToken() = %v", err)
 		}

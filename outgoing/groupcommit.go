@@ -1,0 +1,130 @@
+package outgoing
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/mailsync/mailsync/internal/store"
+	"gorm.io/gorm"
+)
+
+// Bounds of one group commit: rows, and bytes of raw messages, per INSERT.
+const (
+	maxGroupRows  = 64
+	maxGroupBytes = 8 << 20
+)
+
+// groupCommit queues messages with one transaction for all the submissions
+// that arrive while the previous transaction runs: under load, one commit
+// (and, on SQLite, one turn at the single write lock) for many messages
+// instead of one each, with no added wait when there is no load. Each
+// caller returns only once its own row is committed.
+//
+// There is no background goroutine: the first caller to find no commit
+// running leads; when its own commit is done and more submissions are
+// waiting, it hands the lead to one of them and returns.
+type groupCommit struct {
+	db *store.DB
+
+	mu      sync.Mutex
+	pending []*groupReq
+	running bool
+}
+
+type groupReq struct {
+	m    *OutboxMessage
+	err  error            // the commit's outcome, set by the leader
+	done chan groupResult // buffered: 1
+}
+
+type groupResult struct {
+	err  error
+	lead bool // no error yet: this caller now leads the next commit
+}
+
+// insert commits m (its ID is set) together with whatever else is waiting.
+func (g *groupCommit) insert(ctx context.Context, m *OutboxMessage) error {
+	req := &groupReq{m: m, done: make(chan groupResult, 1)}
+	g.mu.Lock()
+	g.pending = append(g.pending, req)
+	if g.running {
+		g.mu.Unlock()
+		r := <-req.done
+		if !r.lead {
+			return r.err
+		}
+	} else {
+		g.running = true
+		g.mu.Unlock()
+	}
+	// Leading: commit what is pending, in groups, until this caller's own
+	// row is in; then pass the lead on.
+	for {
+		g.mu.Lock()
+		batch := take(&g.pending)
+		g.mu.Unlock()
+		g.commit(context.WithoutCancel(ctx), batch)
+		var mine error
+		own := false
+		for _, r := range batch {
+			if r == req {
+				own = true
+				mine = r.err
+				continue
+			}
+			r.done <- groupResult{err: r.err}
+		}
+		if !own {
+			continue // the groups ahead of this caller's were full
+		}
+		g.mu.Lock()
+		if len(g.pending) == 0 {
+			g.running = false
+		} else {
+			g.pending[0].done <- groupResult{lead: true}
+		}
+		g.mu.Unlock()
+		return mine
+	}
+}
+
+// take removes and returns the first group of pending requests within the
+// bounds (at least one).
+func take(pending *[]*groupReq) []*groupReq {
+	p := *pending
+	n, size := 0, 0
+	for n < len(p) && n < maxGroupRows && (n == 0 || size+len(p[n].m.Raw) <= maxGroupBytes) {
+		size += len(p[n].m.Raw)
+		n++
+	}
+	batch := p[:n:n]
+	*pending = p[n:]
+	return batch
+}
+
+// commit inserts a group in one transaction and one statement; when that
+// fails, each row on its own, so that one bad row does not cost the others.
+// Each request's outcome lands in its err.
+func (g *groupCommit) commit(ctx context.Context, batch []*groupReq) {
+	rows := make([]*OutboxMessage, len(batch))
+	for i, r := range batch {
+		rows[i] = r.m
+	}
+	// One INSERT is atomic and durable when it returns: gorm's wrapping
+	// transaction would only add a BEGIN and a COMMIT.
+	insert := g.db.WithContext(ctx).Session(&gorm.Session{SkipDefaultTransaction: true})
+	err := insert.Create(rows).Error
+	if err == nil || len(rows) == 1 {
+		for _, r := range batch {
+			r.err = err
+		}
+		return
+	}
+	for _, r := range batch {
+		r.m.ID = 0
+		if err := insert.Create(r.m).Error; err != nil {
+			r.err = fmt.Errorf("insert on its own after the group failed: %w", err)
+		}
+	}
+}
