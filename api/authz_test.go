@@ -76,7 +76,7 @@ func seedObjects(t *testing.T, e *itEnv) {
 		for _, q := range []string{
 			`INSERT INTO mailboxes (id, user_id, email, imap_host, imap_port, imap_security, imap_login, imap_password, created_at, updated_at) VALUES (?, ?, 'x@example.com', 'imap.example.com', 993, 'ssl', 'x', 'x', ?, ?)`,
 			`INSERT INTO senders (id, user_id, kind, email, created_at, updated_at) VALUES (?, ?, 'smtp', 'x@example.com', ?, ?)`,
-			`INSERT INTO outbox (id, user_id, message_id, route_kind, route_id, from_addr, envelope_from, recipients, raw, size, status, created_at, updated_at) VALUES (?, ?, 'm@x', 'system', 1, 'a@b', 'a@b', '[]', '', 0, 'sent', ?, ?)`,
+			`INSERT INTO outbox (id, user_id, message_id, route_kind, route_id, from_addr, envelope_from, recipients, size, status, created_at, updated_at) VALUES (?, ?, 'm@x', 'system', 1, 'a@b', 'a@b', '[]', 0, 'sent', ?, ?)`,
 			`INSERT INTO sender_confirmations (id, user_id, email, code_hash, expires_at, created_at) VALUES (?, ?, 'x@example.com', 'h', ?, ?)`,
 		} {
 			if err := e.db.Gorm.Exec(q, o.id, o.user, now, now).Error; err != nil {

@@ -98,7 +98,7 @@ func TestForeignIDsAnswerAsMissing(t *testing.T) {
 	for _, q := range []string{
 		`INSERT INTO mailboxes (id, user_id, email, imap_host, imap_port, imap_security, imap_login, imap_password, created_at, updated_at) VALUES (50, 2, 'ann@example.com', 'imap.example.com', 993, 'ssl', 'ann', 'x', ?, ?)`,
 		`INSERT INTO senders (id, kind, user_id, email, created_at, updated_at) VALUES (50, 'smtp', 2, 'ann@example.com', ?, ?)`,
-		`INSERT INTO outbox (id, message_id, user_id, route_kind, route_id, from_addr, envelope_from, recipients, raw, size, status, created_at, updated_at) VALUES (50, 'x@y', 2, 'system', 1, 'a@b', 'a@b', '[]', '', 0, 'sent', ?, ?)`,
+		`INSERT INTO outbox (id, message_id, user_id, route_kind, route_id, from_addr, envelope_from, recipients, size, status, created_at, updated_at) VALUES (50, 'x@y', 2, 'system', 1, 'a@b', 'a@b', '[]', 0, 'sent', ?, ?)`,
 		`INSERT INTO sender_confirmations (id, user_id, email, code_hash, expires_at, created_at) VALUES (50, 2, 'ann@example.com', 'h', ?, ?)`,
 	} {
 		if err := g.Exec(q, now, now).Error; err != nil {

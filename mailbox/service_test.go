@@ -414,7 +414,9 @@ func TestSendWithSaveCopy(t *testing.T) {
 			// The same Message-ID again: nothing appended.
 			full, _ := e.out.GetMessage(ctx, adm, m.ID)
 			var raw []byte
-			e.db.Gorm.Raw("SELECT raw FROM outbox WHERE id = ?", m.ID).Scan(&raw)
+			if err := e.db.Gorm.Raw("SELECT raw FROM outbox_bodies WHERE outbox_id = ?", m.ID).Row().Scan(&raw); err != nil || len(raw) == 0 {
+				t.Fatalf("read the message's body: %d bytes, %v", len(raw), err)
+			}
 			full.Raw = raw
 			res, err := mailboxRouter{e.mbs}.SaveCopy(ctx, mb.ID, full)
 			if err != nil || res != CopyExists {

@@ -103,18 +103,16 @@ func take(pending *[]*groupReq) []*groupReq {
 	return batch
 }
 
-// commit inserts a group in one transaction and one statement; when that
-// fails, each row on its own, so that one bad row does not cost the others.
-// Each request's outcome lands in its err.
+// commit inserts a group in one transaction: one statement for the status
+// rows, one for the bodies. When that fails, each message on its own, so
+// that one bad row does not cost the others. Each request's outcome lands
+// in its err.
 func (g *groupCommit) commit(ctx context.Context, batch []*groupReq) {
 	rows := make([]*OutboxMessage, len(batch))
 	for i, r := range batch {
 		rows[i] = r.m
 	}
-	// One INSERT is atomic and durable when it returns: gorm's wrapping
-	// transaction would only add a BEGIN and a COMMIT.
-	insert := g.db.WithContext(ctx).Session(&gorm.Session{SkipDefaultTransaction: true})
-	err := insert.Create(rows).Error
+	err := g.write(ctx, rows)
 	if err == nil || len(rows) == 1 {
 		for _, r := range batch {
 			r.err = err
@@ -123,8 +121,27 @@ func (g *groupCommit) commit(ctx context.Context, batch []*groupReq) {
 	}
 	for _, r := range batch {
 		r.m.ID = 0
-		if err := insert.Create(r.m).Error; err != nil {
+		if err := g.write(ctx, []*OutboxMessage{r.m}); err != nil {
 			r.err = fmt.Errorf("insert on its own after the group failed: %w", err)
 		}
 	}
+}
+
+func (g *groupCommit) write(ctx context.Context, rows []*OutboxMessage) error {
+	err := g.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Create(rows).Error; err != nil {
+			return err
+		}
+		bodies := make([]outboxBody, len(rows))
+		for i, m := range rows {
+			bodies[i] = outboxBody{OutboxID: m.ID, Raw: m.Raw}
+		}
+		return tx.Create(&bodies).Error
+	})
+	if err != nil {
+		for _, m := range rows {
+			m.ID = 0
+		}
+	}
+	return err
 }

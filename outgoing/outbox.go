@@ -32,7 +32,7 @@ type OutboxMessage struct {
 	EnvelopeFrom  string
 	Recipients    string // JSON array of addresses
 	Subject       string
-	Raw           []byte
+	Raw           []byte `gorm:"-"` // in outbox_bodies; read by the worker only
 	Size          int64
 	Status        string
 	Attempts      int
@@ -56,6 +56,14 @@ type OutboxMessage struct {
 
 // TableName maps OutboxMessage to its table.
 func (OutboxMessage) TableName() string { return "outbox" }
+
+// outboxBody is a message's bytes, apart from its status row.
+type outboxBody struct {
+	OutboxID int64 `gorm:"primaryKey;autoIncrement:false"`
+	Raw      []byte
+}
+
+func (outboxBody) TableName() string { return "outbox_bodies" }
 
 // RecipientList decodes Recipients.
 func (m OutboxMessage) RecipientList() []string {
@@ -175,7 +183,7 @@ func validateCRM(r *CRMRef) error {
 // Someone else's message answers as a missing one.
 func (s *Service) GetMessage(ctx context.Context, c Caller, id int64) (OutboxMessage, error) {
 	var m OutboxMessage
-	q := s.db.WithContext(ctx).Omit("raw").Where("id = ?", id)
+	q := s.db.WithContext(ctx).Where("id = ?", id)
 	if !c.Admin {
 		q = q.Where("user_id = ?", c.UserID)
 	}

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -65,7 +67,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if err == nil && n >= w.s.cfg.BatchSize {
+		if err == nil && n > 0 {
 			continue // more may be due right now
 		}
 		timer := time.NewTimer(w.s.cfg.PollInterval)
@@ -114,6 +116,10 @@ func (w *Worker) ProcessDue(ctx context.Context) (int, error) {
 	return len(msgs), nil
 }
 
+// maxClaimBytes bounds the raw bytes of the messages one round claims, and
+// so holds in memory.
+const maxClaimBytes = 32 << 20
+
 // claim takes due messages: queued or unknown ones whose time has come, and
 // first turns the ones whose lease ran out (their worker died mid-send) into
 // unknown, since they may have been delivered.
@@ -125,19 +131,33 @@ func (w *Worker) claim(ctx context.Context) ([]OutboxMessage, error) {
 		if err := w.expireLeases(tx, now); err != nil {
 			return err
 		}
-		q := tx.Model(&OutboxMessage{}).Select("id").
+		q := tx.Model(&OutboxMessage{}).
 			Where("status IN ? AND next_attempt_at IS NOT NULL AND next_attempt_at <= ?",
 				[]string{StatusQueued, StatusUnknown}, now).
 			Order("next_attempt_at, id").Limit(s.cfg.BatchSize)
 		if s.db.Dialect == store.Postgres {
 			q = q.Clauses(clause.Locking{Strength: "UPDATE", Options: "SKIP LOCKED"})
 		}
-		var ids []int64
-		if err := q.Find(&ids).Error; err != nil {
+		var due []struct {
+			ID   int64
+			Size int64
+		}
+		if err := q.Select("id", "size").Find(&due).Error; err != nil {
 			return fmt.Errorf("find due messages: %w", err)
 		}
-		if len(ids) == 0 {
+		if len(due) == 0 {
 			return nil
+		}
+		// A round holds its messages in memory: bound it by bytes too (the
+		// first message always fits).
+		var ids []int64
+		total := int64(0)
+		for _, d := range due {
+			if len(ids) > 0 && total+d.Size > maxClaimBytes {
+				break
+			}
+			ids = append(ids, d.ID)
+			total += d.Size
 		}
 		lease := now.Add(s.cfg.LeaseTTL)
 		if err := tx.Model(&OutboxMessage{}).Where("id IN ?", ids).Updates(map[string]any{
@@ -146,7 +166,21 @@ func (w *Worker) claim(ctx context.Context) ([]OutboxMessage, error) {
 		}).Error; err != nil {
 			return fmt.Errorf("lease messages: %w", err)
 		}
-		return tx.Where("id IN ?", ids).Order("id").Find(&msgs).Error
+		if err := tx.Where("id IN ?", ids).Order("id").Find(&msgs).Error; err != nil {
+			return err
+		}
+		var bodies []outboxBody
+		if err := tx.Where("outbox_id IN ?", ids).Find(&bodies).Error; err != nil {
+			return fmt.Errorf("read message bodies: %w", err)
+		}
+		raw := make(map[int64][]byte, len(bodies))
+		for _, b := range bodies {
+			raw[b.OutboxID] = b.Raw
+		}
+		for i := range msgs {
+			msgs[i].Raw = raw[msgs[i].ID]
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("claim: %w", err)
@@ -157,7 +191,7 @@ func (w *Worker) claim(ctx context.Context) ([]OutboxMessage, error) {
 func (w *Worker) expireLeases(tx *gorm.DB, now time.Time) error {
 	s := w.s
 	var lost []OutboxMessage
-	if err := tx.Omit("raw").Where("status = ? AND lease_until < ?", StatusSending, now).Find(&lost).Error; err != nil {
+	if err := tx.Where("status = ? AND lease_until < ?", StatusSending, now).Find(&lost).Error; err != nil {
 		return fmt.Errorf("find expired leases: %w", err)
 	}
 	for _, m := range lost {
@@ -350,7 +384,7 @@ func (w *Worker) finish(rec *recorder, m OutboxMessage, tgt Target, a attempt) {
 	upd["last_step"], upd["last_code"], upd["last_reply"] = entry.Step, entry.Code, entry.Reply
 	upd["last_error"] = ""
 	if a.err != nil {
-		upd["last_error"] = a.err.Error()
+		upd["last_error"] = cleanText(a.err.Error())
 	}
 	rec.add(outcome{m: m, account: tgt.Email, upd: upd, entry: entry, status: logStatus, dur: a.dur})
 }
@@ -374,6 +408,10 @@ type outcome struct {
 const (
 	maxPendingOutcomes = 16
 	maxRecordBatch     = 100
+	// recordLinger is how long the recorder gathers outcomes before it
+	// writes them, unless the round ends first: one transaction for the
+	// outcomes of many sends instead of one for every one or two.
+	recordLinger = 10 * time.Millisecond
 )
 
 // recorder writes the outcomes of one round in the background, so that a
@@ -418,18 +456,20 @@ func (r *recorder) run() {
 	batch := make([]outcome, 0, maxRecordBatch)
 	for o := range r.in {
 		batch = append(batch[:0], o)
+		linger := time.NewTimer(recordLinger)
 	more:
 		for len(batch) < maxRecordBatch {
 			select {
 			case o, ok := <-r.in:
-				if !ok {
+				if !ok { // the round is over: write now
 					break more
 				}
 				batch = append(batch, o)
-			default:
+			case <-linger.C:
 				break more
 			}
 		}
+		linger.Stop()
 		r.write(batch)
 	}
 }
@@ -471,23 +511,92 @@ func (r *recorder) write(batch []outcome) {
 	}
 }
 
-// writeOutcomes updates each message, if this worker still holds its lease,
-// and inserts the send-log entries in one statement. When the lease was
-// taken over, the other holder records its own outcome and the entry says
-// so.
+// writeOutcomes updates the messages whose lease this worker still holds,
+// in one statement, and inserts the send-log entries in one more. When a
+// lease was taken over, the other holder records its own outcome and the
+// entry says so.
 func (w *Worker) writeOutcomes(tx *gorm.DB, batch []outcome) error {
-	entries := make([]LogEntry, len(batch))
+	ids := make([]int64, len(batch))
 	for i, o := range batch {
-		res := tx.Model(&OutboxMessage{}).Where("id = ? AND lease_owner = ?", o.m.ID, w.owner).Updates(o.upd)
-		if res.Error != nil {
-			return res.Error
-		}
+		ids[i] = o.m.ID
+	}
+	q := tx.Model(&OutboxMessage{}).Where("id IN ? AND lease_owner = ?", ids, w.owner)
+	if w.s.db.Dialect == store.Postgres {
+		// Held until the UPDATE below: no lease changes hands in between.
+		// (SQLite's transaction already holds the database's write lock.)
+		q = q.Clauses(clause.Locking{Strength: "UPDATE"})
+	}
+	var held []int64
+	if err := q.Pluck("id", &held).Error; err != nil {
+		return fmt.Errorf("read leases: %w", err)
+	}
+	isHeld := make(map[int64]bool, len(held))
+	for _, id := range held {
+		isHeld[id] = true
+	}
+	entries := make([]LogEntry, len(batch))
+	var mine []outcome
+	for i, o := range batch {
 		entries[i] = o.entry
-		if res.RowsAffected == 0 {
+		if !isHeld[o.m.ID] {
 			entries[i].Reply = "lease lost before the outcome was recorded: " + entries[i].Reply
+			continue
+		}
+		mine = append(mine, o)
+	}
+	if len(mine) > 0 {
+		query, args := outcomeUpdate(mine, w.owner)
+		if err := tx.Exec(query, args...).Error; err != nil {
+			return fmt.Errorf("record outcomes: %w", err)
 		}
 	}
 	return tx.Create(&entries).Error
+}
+
+// outcomeUpdate builds one UPDATE for many messages: each column that some
+// outcome changes is set by a CASE on the message's id, and keeps its value
+// for the others.
+func outcomeUpdate(batch []outcome, owner string) (string, []any) {
+	var cols []string
+	seen := map[string]bool{}
+	for _, o := range batch {
+		for c := range o.upd {
+			if !seen[c] {
+				seen[c] = true
+				cols = append(cols, c)
+			}
+		}
+	}
+	slices.Sort(cols)
+	var (
+		b    strings.Builder
+		args []any
+	)
+	b.WriteString("UPDATE outbox SET ")
+	for i, c := range cols {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(c + " = CASE id")
+		for _, o := range batch {
+			if v, ok := o.upd[c]; ok {
+				b.WriteString(" WHEN ? THEN ?")
+				args = append(args, o.m.ID, v)
+			}
+		}
+		b.WriteString(" ELSE " + c + " END")
+	}
+	b.WriteString(" WHERE lease_owner = ? AND id IN (")
+	args = append(args, owner)
+	for i, o := range batch {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("?")
+		args = append(args, o.m.ID)
+	}
+	b.WriteString(")")
+	return b.String(), args
 }
 
 // saveCopy asks the route's CopySaver, if any, to file the sent message and
@@ -503,7 +612,7 @@ func (w *Worker) saveCopy(ctx context.Context, m OutboxMessage) {
 		m.SentAt = &now
 		res, err := cs.SaveCopy(context.WithoutCancel(ctx), m.RouteID, m)
 		if err != nil {
-			res = "failed: " + err.Error()
+			res = "failed: " + cleanText(err.Error())
 			s.log.Warn("save sent copy", "outbox_id", m.ID, "message_id", m.MessageID, "error", err)
 		}
 		if res == "" {
@@ -602,7 +711,7 @@ func logEntry(now time.Time, m OutboxMessage, account, status string, reply *Rep
 			e.Reply = reply.Enhanced + " " + reply.Text
 		}
 	} else if err != nil {
-		e.Reply = err.Error()
+		e.Reply = cleanText(err.Error())
 	}
 	return e
 }

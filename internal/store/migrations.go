@@ -278,6 +278,31 @@ func migrations() []Migration {
 			`CREATE INDEX sender_confirmations_user ON sender_confirmations (user_id, created_at)`,
 			`CREATE INDEX sender_confirmations_email ON sender_confirmations (lower(email), created_at)`,
 		}},
+		{Version: 6, Name: "outbox bodies apart from their status rows", Statements: []string{
+			// A message's bytes are written once; its status row changes at
+			// least twice (claimed, sent). SQLite rewrites a whole row, with
+			// its overflow pages, on every UPDATE: apart, a status change
+			// writes a few hundred bytes instead of the message again.
+			`CREATE TABLE outbox_bodies (
+				outbox_id BIGINT PRIMARY KEY REFERENCES outbox (id) ON DELETE CASCADE,
+				raw {blob} NOT NULL)`,
+			`INSERT INTO outbox_bodies (outbox_id, raw) SELECT id, raw FROM outbox`,
+			`ALTER TABLE outbox DROP COLUMN raw`,
+		}},
+		{Version: 7, Name: "synced messages' raw bytes by codec", Statements: []string{
+			// raw_codec says how messages.raw is encoded: 'gzip' (every row
+			// written before this version), 's2' (an S2 block, for bytes it
+			// shrinks by an eighth or more: text and HTML) or 'none' (the
+			// bytes as the server sent them: attachments, which are base64
+			// of compressed data). The sync engine writes it on every row;
+			// the default only labels the older rows.
+			`ALTER TABLE messages ADD COLUMN raw_codec TEXT NOT NULL DEFAULT 'gzip'`,
+		}, Postgres: []string{
+			// Values are already compressed or incompressible: TOAST stores
+			// them out of line without trying pglz on them first, which cost
+			// PostgreSQL more CPU than writing them.
+			`ALTER TABLE messages ALTER COLUMN raw SET STORAGE EXTERNAL`,
+		}},
 	}
 }
 

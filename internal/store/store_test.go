@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/mailsync/mailsync/internal/secret"
 	"github.com/mailsync/mailsync/internal/store"
@@ -242,5 +243,42 @@ func assertCanaryAbsent(t *testing.T, db *store.DB) {
 	}
 	if len(matches) == 0 {
 		t.Fatalf("no SQLite files at %s", path)
+	}
+}
+
+// Migration 6 moves every queued message's bytes out of its status row,
+// unchanged.
+func TestMigrationMovesOutboxBodies(t *testing.T) {
+	for _, d := range storetest.Dialects {
+		t.Run(string(d), func(t *testing.T) {
+			ctx := context.Background()
+			db := storetest.OpenEmpty(t, d)
+			if _, err := db.MigrateUpTo(ctx, 5); err != nil {
+				t.Fatal(err)
+			}
+			now := time.Now().UTC()
+			body := []byte("Subject: kept\r\n\r\n\x00\xff binary-safe\r\n")
+			if err := db.Gorm.Exec(`INSERT INTO outbox (id, message_id, route_kind, route_id, from_addr, envelope_from, recipients, raw, size, status, created_at, updated_at)
+				VALUES (7, '<m@x>', 'system', 1, 'a@b', 'a@b', '[]', ?, ?, 'queued', ?, ?)`, body, len(body), now, now).Error; err != nil {
+				t.Fatal(err)
+			}
+			if applied, err := db.Migrate(ctx); err != nil || !slices.Contains(applied, 6) {
+				t.Fatalf("Migrate() = %v, %v; want 6 applied", applied, err)
+			}
+			var got []byte
+			if err := db.Gorm.Raw("SELECT raw FROM outbox_bodies WHERE outbox_id = 7").Row().Scan(&got); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, body) {
+				t.Errorf("moved body = %q, want %q", got, body)
+			}
+			if err := db.Gorm.Exec("DELETE FROM outbox WHERE id = 7").Error; err != nil {
+				t.Fatal(err)
+			}
+			var n int64
+			if err := db.Gorm.Raw("SELECT count(*) FROM outbox_bodies").Row().Scan(&n); err != nil || n != 0 {
+				t.Errorf("bodies left after their message was deleted: %d, %v", n, err)
+			}
+		})
 	}
 }

@@ -1,0 +1,124 @@
+package outgoing
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailsync/mailsync/internal/store"
+	"github.com/mailsync/mailsync/internal/store/storetest"
+	"gorm.io/gorm"
+)
+
+// One round's outcomes of every kind are written by one UPDATE: each
+// message gets its own new state, a message whose lease another worker
+// took keeps that worker's state, and every attempt is in the send log.
+func TestWriteOutcomesMixedBatch(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		s := NewService(Deps{DB: db}, Config{})
+		w := s.NewWorker()
+		now := time.Now().UTC().Truncate(time.Second)
+		lease := now.Add(time.Minute)
+		var msgs []OutboxMessage
+		for i := range 5 {
+			m := gcMessage(i, nil, 10)
+			m.Status, m.LeaseOwner, m.LeaseUntil, m.Attempts = StatusSending, w.owner, &lease, 1
+			if i == 4 {
+				m.LeaseOwner = "another-worker"
+			}
+			if err := db.Gorm.Create(m).Error; err != nil {
+				t.Fatal(err)
+			}
+			msgs = append(msgs, *m)
+		}
+		rec := &recorder{in: make(chan outcome, 8)}
+		tgt := Target{Email: "a@example.com"}
+		ok := &Reply{Code: 250, Text: "2.0.0 queued as A1"}
+		w.finish(rec, msgs[0], tgt, attempt{reply: ok})
+		w.finish(rec, msgs[1], tgt, attempt{err: &StepError{Step: StepMailFrom, Reply: &Reply{Code: 451, Text: "4.3.0 busy"}}})
+		w.finish(rec, msgs[2], tgt, attempt{err: &StepError{Step: StepRcpt, Reply: &Reply{Code: 550, Text: "5.1.1 unknown"}}})
+		w.finish(rec, msgs[3], tgt, attempt{err: &StepError{Step: StepData, AfterData: true}})
+		w.finish(rec, msgs[4], tgt, attempt{reply: ok})
+		close(rec.in)
+		var batch []outcome
+		for o := range rec.in {
+			batch = append(batch, o)
+		}
+		if err := db.WithContext(ctx).Transaction(func(tx *gorm.DB) error { return w.writeOutcomes(tx, batch) }); err != nil {
+			t.Fatal(err)
+		}
+		want := []struct {
+			status string
+			step   string
+			code   int
+			due    bool
+			owner  string
+		}{
+			{StatusSent, "data", 250, false, ""},
+			{StatusQueued, "mail_from", 451, true, ""},
+			{StatusFailed, "rcpt", 550, false, ""},
+			{StatusUnknown, "data", 0, true, ""},
+			{StatusSending, "", 0, true, "another-worker"},
+		}
+		for i, m := range msgs {
+			var got OutboxMessage
+			if err := db.Gorm.Omit("raw").First(&got, m.ID).Error; err != nil {
+				t.Fatal(err)
+			}
+			wt := want[i]
+			if got.Status != wt.status || got.LastStep != wt.step || got.LastCode != wt.code ||
+				(got.NextAttemptAt != nil) != wt.due || got.LeaseOwner != wt.owner {
+				t.Errorf("message %d: status %q step %q code %d due %v owner %q; want %+v",
+					i, got.Status, got.LastStep, got.LastCode, got.NextAttemptAt != nil, got.LeaseOwner, wt)
+			}
+			if i == 0 && (got.SentAt == nil || !strings.Contains(got.LastReply, "queued as A1")) {
+				t.Errorf("sent message: sent_at %v, last_reply %q", got.SentAt, got.LastReply)
+			}
+			if i == 3 && got.UnknownCount != 1 {
+				t.Errorf("unknown message: unknown_count %d, want 1", got.UnknownCount)
+			}
+		}
+		var entries []LogEntry
+		if err := db.Gorm.Order("outbox_id").Find(&entries).Error; err != nil {
+			t.Fatal(err)
+		}
+		if len(entries) != 5 {
+			t.Fatalf("send log has %d entries, want 5", len(entries))
+		}
+		if e := entries[4]; e.Reply == "" || e.Reply[:10] != "lease lost" {
+			t.Errorf("entry of the message whose lease was taken: reply %q, want it to say the lease was lost", e.Reply)
+		}
+	})
+}
+
+// A round claims at most maxClaimBytes of messages (at least one), so a
+// queue of large messages is not all read into memory at once.
+func TestClaimIsBoundedByBytes(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		s := NewService(Deps{DB: db}, Config{})
+		w := s.NewWorker()
+		for i, size := range []int64{maxClaimBytes / 2, maxClaimBytes / 2, 1, maxClaimBytes + 1} {
+			m := gcMessage(i, nil, 10)
+			m.Size = size
+			if err := db.Gorm.Create(m).Error; err != nil {
+				t.Fatal(err)
+			}
+		}
+		var rounds []int
+		for range 4 {
+			msgs, err := w.claim(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			rounds = append(rounds, len(msgs))
+		}
+		// Two halves fill a round; the small one and the oversized one
+		// are two more (the oversized one alone).
+		if want := []int{2, 1, 1, 0}; !slices.Equal(rounds, want) {
+			t.Errorf("messages per round = %v, want %v", rounds, want)
+		}
+	})
+}
