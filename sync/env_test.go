@@ -1,8 +1,6 @@
 package imapsync
 
 import (
-	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -195,7 +193,7 @@ func serverState(t testing.TB, c *imapclient.Client, folder string) (uint32, map
 func (v *testEnv) dbState(t testing.TB, mailboxID int64, folder string) (uint32, map[uint32]msgState) {
 	t.Helper()
 	f := v.folderRow(t, mailboxID, folder)
-	rows, err := v.db.Gorm.Model(&messageRow{}).Select("uidvalidity", "uid", "flags", "raw").Where("folder_id = ?", f.ID).Rows()
+	rows, err := v.db.Gorm.Model(&messageRow{}).Select("uidvalidity", "uid", "flags", "raw_codec", "raw").Where("folder_id = ?", f.ID).Rows()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,9 +203,10 @@ func (v *testEnv) dbState(t testing.TB, mailboxID int64, folder string) (uint32,
 		var (
 			uv, uid uint32
 			flags   string
+			codec   string
 			raw     []byte
 		)
-		if err := rows.Scan(&uv, &uid, &flags, &raw); err != nil {
+		if err := rows.Scan(&uv, &uid, &flags, &codec, &raw); err != nil {
 			t.Fatal(err)
 		}
 		if uv != f.UIDValidity {
@@ -216,9 +215,9 @@ func (v *testEnv) dbState(t testing.TB, mailboxID int64, folder string) (uint32,
 		if _, dup := out[uid]; dup {
 			t.Errorf("folder %q: uid %d stored twice", folder, uid)
 		}
-		zr, err := gzip.NewReader(bytes.NewReader(raw))
+		zr, err := openRaw(codec, raw)
 		if err != nil {
-			t.Fatalf("uid %d: raw is not gzip: %v", uid, err)
+			t.Fatalf("uid %d: raw (%s) does not open: %v", uid, codec, err)
 		}
 		h := sha256.New()
 		n, err := io.Copy(h, zr)

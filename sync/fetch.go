@@ -2,7 +2,6 @@ package imapsync
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -74,7 +73,7 @@ func (b *budget) give(n int64) {
 //     BatchSize UIDs and reads each literal whole into memory (the sizes in
 //     flight are bounded by pipelineBytes; a literal longer than
 //     MaxMessageBytes is parsed as it streams and its bytes dropped);
-//   - workers parse and gzip the bodies;
+//   - workers parse the bodies and encode them for storage (rawEncoder);
 //   - a writer commits rows every BatchSize rows or commitBytes, each
 //     commit with the folder's progress; the last commit, once every
 //     FETCH has ended well, also advances the folder's state.
@@ -93,11 +92,11 @@ func (fs *folderSync) fetchAll(ctx context.Context, uids []uint32) error {
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
-			var gz *gzip.Writer
+			var enc rawEncoder
 			for m := range toWork {
 				if m.body != nil {
 					n := int64(len(m.body))
-					gz = fs.compress(m, gz)
+					fs.compress(m, &enc)
 					bud.give(n)
 				}
 				toWrite <- m
@@ -279,6 +278,7 @@ func (fs *folderSync) readMessage(msg *imapclient.FetchMessageData, w *watchdog,
 type errReader struct {
 	r   io.Reader
 	err error
+	n   int64 // bytes read
 }
 
 func (e *errReader) Read(b []byte) (int, error) {
@@ -286,22 +286,31 @@ func (e *errReader) Read(b []byte) (int, error) {
 		return 0, e.err
 	}
 	n, err := e.r.Read(b)
+	e.n += int64(n)
 	if err != nil && err != io.EOF {
 		e.err = err
 	}
 	return n, err
 }
 
-// progressReader touches the watchdog as a long literal arrives.
+// progressBytes is how much of a literal must arrive to count as progress
+// for the watchdog: a server that drips a body a few bytes at a time
+// (slowloris) still hits the command deadline.
+const progressBytes = 16 << 10
+
+// progressReader touches the watchdog as a long literal arrives, once per
+// progressBytes.
 type progressReader struct {
-	r io.Reader
-	w *watchdog
+	r   io.Reader
+	w   *watchdog
+	got int // bytes since the last touch
 }
 
-func (p progressReader) Read(b []byte) (int, error) {
+func (p *progressReader) Read(b []byte) (int, error) {
 	n, err := p.r.Read(b)
-	if n > 0 {
+	if p.got += n; p.got >= progressBytes {
 		p.w.touch()
+		p.got = 0
 	}
 	return n, err
 }
@@ -317,7 +326,7 @@ func (fs *folderSync) readBody(m *fetched, lit imap.LiteralReader, w *watchdog, 
 	e.count.bodies.Add(1)
 	e.count.bytes.Add(size)
 	e.metrics.bytes.Add(float64(size))
-	src := progressReader{r: lit, w: w}
+	src := &progressReader{r: lit, w: w}
 	if size > e.cfg.MaxMessageBytes {
 		// Too large to keep: parse what the header says, drop the bytes.
 		m.row.RawOmitted = true
@@ -325,6 +334,11 @@ func (fs *folderSync) readBody(m *fetched, lit imap.LiteralReader, w *watchdog, 
 		p, err := parseMessage(cr)
 		if cr.err == nil {
 			_, _ = io.Copy(io.Discard, cr)
+		}
+		if cr.err == nil && cr.n < size {
+			// The literal ended early without an error (the connection
+			// was closed cleanly under it): the message is not whole.
+			cr.err = fmt.Errorf("%w (%d of %d bytes)", io.ErrUnexpectedEOF, cr.n, size)
 		}
 		if cr.err != nil {
 			m.broken = fmt.Errorf("read body: %w", cr.err)
@@ -342,41 +356,62 @@ func (fs *folderSync) readBody(m *fetched, lit imap.LiteralReader, w *watchdog, 
 	w.touch()
 	// The literal's announced size bounds the read (a longer literal is
 	// cut; the rest is dropped).
-	body := make([]byte, size)
-	n, err := io.ReadFull(src, body)
+	body, err := readGrowing(src, size)
 	if err == nil {
 		_, err = io.Copy(io.Discard, src) // to the literal's end, which releases go-imap's reader
 	}
 	if err != nil {
 		bud.give(size)
-		m.broken = fmt.Errorf("read body: %w (%d of %d bytes)", err, n, size)
+		m.broken = fmt.Errorf("read body: %w (%d of %d bytes)", err, len(body), size)
 		return
 	}
 	m.body = body
 }
 
-// compress parses and gzips a body read whole; gz is reused by the
-// worker.
-func (fs *folderSync) compress(m *fetched, gz *gzip.Writer) *gzip.Writer {
+// bodyChunk is the most readGrowing allocates ahead of the bytes.
+const bodyChunk = 1 << 20
+
+// readGrowing reads exactly size bytes from r into a buffer that grows as
+// they arrive (from bodyChunk, doubling, never past size), so that a
+// server announcing a literal larger than what it sends costs only what
+// it sent, not the announcement.
+func readGrowing(r io.Reader, size int64) ([]byte, error) {
+	buf := make([]byte, 0, min(size, bodyChunk))
+	for int64(len(buf)) < size {
+		if len(buf) == cap(buf) {
+			grown := make([]byte, len(buf), min(size, 2*int64(cap(buf))))
+			copy(grown, buf)
+			buf = grown
+		}
+		n, err := r.Read(buf[len(buf):int(min(int64(cap(buf)), size))])
+		buf = buf[:len(buf)+n]
+		switch {
+		case err == io.EOF && int64(len(buf)) < size:
+			return buf, io.ErrUnexpectedEOF
+		case err == io.EOF:
+			return buf, nil
+		case err != nil:
+			return buf, err
+		}
+	}
+	return buf, nil
+}
+
+// compress parses a body read whole and encodes it for storage; enc is
+// the worker's (nil: a new one).
+func (fs *folderSync) compress(m *fetched, enc *rawEncoder) {
+	if enc == nil {
+		enc = &rawEncoder{}
+	}
 	body := m.body
 	m.body = nil
 	p, err := parseMessage(bytes.NewReader(body))
 	if err != nil {
 		m.failed = err
-		return gz
+		return
 	}
 	fill(m, p)
-	var buf bytes.Buffer
-	buf.Grow(len(body)/2 + 1024)
-	if gz == nil {
-		gz, _ = gzip.NewWriterLevel(&buf, gzip.BestSpeed)
-	} else {
-		gz.Reset(&buf)
-	}
-	_, _ = gz.Write(body)
-	_ = gz.Close() // writes to memory: no error
-	m.row.Raw = buf.Bytes()
-	return gz
+	m.row.Raw, m.row.RawCodec = enc.encode(body)
 }
 
 func fill(m *fetched, p parsed) {

@@ -19,8 +19,8 @@ import (
 // Bounds of one folder sync.
 const (
 	flagChunk      = 1000    // UIDs per flag-sweep FETCH and per IN (…) query
-	commitBytes    = 8 << 20 // compressed bytes buffered before a commit
-	statementBytes = 1 << 20 // compressed bytes per INSERT statement
+	commitBytes    = 8 << 20 // stored (encoded) bytes buffered before a commit
+	statementBytes = 1 << 20 // stored (encoded) bytes per INSERT statement
 )
 
 // FolderResult is what one sync of one folder did.
@@ -67,9 +67,9 @@ type folderSync struct {
 //     HIGHESTMODSEQ) with CONDSTORE, else a sweep of every stored UID in
 //     chunks; only rows whose flags differ are written.
 //  6. Missing messages, newest first, in UID FETCH batches of BatchSize,
-//     each body streamed from the literal into a gzip buffer and the
-//     parser at once, committed per batch (or per 8 MiB compressed) with
-//     the folder's progress (total, synced).
+//     each body read whole from its literal, parsed and encoded by the
+//     fetch workers (S2 or as it came: rawEncoder), committed per batch
+//     (or per 8 MiB stored) with the folder's progress (total, synced).
 //  7. The last commit also stores UIDNEXT and HIGHESTMODSEQ from step 1,
 //     unless a message failed (then the next run retries it).
 //
@@ -131,8 +131,17 @@ func (fs *folderSync) run(ctx context.Context) error {
 
 	if len(stored) > 0 {
 		if condstore && f.HighestModseq > 0 {
-			if sel.HighestModSeq > f.HighestModseq {
+			switch {
+			case sel.HighestModSeq > f.HighestModseq:
 				err = fs.changedFlags(ctx)
+			case sel.HighestModSeq < f.HighestModseq:
+				// HIGHESTMODSEQ went down under the same UIDVALIDITY, which
+				// RFC 7162 3.1.2.1 forbids (a server restored from a
+				// backup): the stored mod-sequences mean nothing now, so
+				// every flag is compared.
+				e.log.Warn("HIGHESTMODSEQ went backwards; comparing every flag", "mailbox_id", fs.mb.ID, "folder", f.Name,
+					"stored_modseq", f.HighestModseq, "modseq", sel.HighestModSeq)
+				err = fs.sweepFlags(ctx, stored)
 			}
 		} else {
 			err = fs.sweepFlags(ctx, stored)
@@ -342,6 +351,9 @@ func (fs *folderSync) commit(ctx context.Context, batch []fetched, final bool) e
 			continue
 		}
 		m.row.CreatedAt = now
+		if m.row.RawCodec == "" {
+			m.row.RawCodec = codecNone // raw omitted: nothing to decode
+		}
 		rows = append(rows, m.row)
 	}
 	err := e.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
@@ -383,6 +395,13 @@ func (fs *folderSync) commit(ctx context.Context, batch []fetched, final bool) e
 		upd := map[string]any{
 			"total":  sel.NumMessages,
 			"synced": syncedExpr(f.ID, f.UIDValidity),
+		}
+		if !final && fs.res.Deleted == 0 {
+			// Counting the folder's rows at every commit costs a pass over
+			// them each time (quadratic over a large initial sync): the
+			// count was exact at the last commit, and this one adds
+			// inserted. The final commit counts.
+			upd["synced"] = gorm.Expr("synced + ?", inserted)
 		}
 		if final && fs.res.Failed+len(failures)-len(quarantined) == 0 {
 			upd["uidnext"], upd["highest_modseq"], upd["last_sync_at"] = uint32(sel.UIDNext), sel.HighestModSeq, now

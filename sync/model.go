@@ -32,6 +32,7 @@ type messageRow struct {
 	Attachments  string
 	RawOmitted   bool
 	CreatedAt    time.Time
+	RawCodec     string // how Raw is encoded: codecS2, codecNone (codecGzip in rows before migration 7)
 	Raw          []byte
 }
 
@@ -82,7 +83,9 @@ func flagString(flags []imap.Flag) string {
 		out = append(out, string(f))
 	}
 	slices.Sort(out)
-	return strings.Join(slices.Compact(out), " ")
+	// An atom may hold bytes that are not UTF-8 (go-imap takes any byte
+	// but controls), which a PostgreSQL TEXT column refuses.
+	return clean(strings.Join(slices.Compact(out), " "), 0)
 }
 
 // splitFlags is the inverse of flagString.

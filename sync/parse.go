@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 	"unicode"
-	"unicode/utf8"
 
 	"github.com/emersion/go-message"
 	_ "github.com/emersion/go-message/charset" // charsets beyond UTF-8 and ASCII for bodies and headers
@@ -70,8 +69,11 @@ func parseMessage(r io.Reader) (p parsed, err error) {
 	}
 	p.Refs = clean(strings.Join(msgIDList(h, "References"), " "), maxRefsText)
 	if d, err := h.Date(); err == nil && !d.IsZero() {
-		d = d.UTC()
-		p.SentAt = &d
+		// Years 1 to 9999 only: SQLite stores others but no row of the
+		// folder reads back (FuzzMessageRecord found "Date: … 0000").
+		if d = d.UTC(); d.Year() >= 1 && d.Year() <= 9999 {
+			p.SentAt = &d
+		}
 	}
 	p.From, p.To, p.Cc = addresses(h, "From"), addresses(h, "To"), addresses(h, "Cc")
 	subj, _ := h.Subject() // on error: the raw text
@@ -214,26 +216,37 @@ func oneLine(s string) string {
 }
 
 // htmlToText drops tags, comments, scripts and styles and unescapes
-// entities: enough for a snippet, not a renderer.
+// entities: enough for a snippet, not a renderer. Tag names match without
+// regard to ASCII case; text between tags is copied in runs.
 func htmlToText(s string) string {
 	var b strings.Builder
-	lower := strings.ToLower(s)
+	b.Grow(len(s) / 2)
 	for i := 0; i < len(s); {
+		if s[i] != '<' {
+			end := len(s)
+			if lt := strings.IndexByte(s[i:], '<'); lt >= 0 {
+				end = i + lt
+			}
+			b.WriteString(s[i:end])
+			i = end
+			continue
+		}
+		rest := s[i:]
 		switch {
-		case strings.HasPrefix(lower[i:], "<!--"):
-			end := strings.Index(lower[i+4:], "-->")
+		case strings.HasPrefix(rest, "<!--"):
+			end := strings.Index(rest[4:], "-->")
 			if end < 0 {
 				return html.UnescapeString(b.String())
 			}
 			i += 4 + end + 3
-		case strings.HasPrefix(lower[i:], "<script"), strings.HasPrefix(lower[i:], "<style"), strings.HasPrefix(lower[i:], "<head"):
+		case hasPrefixFold(rest, "<script"), hasPrefixFold(rest, "<style"), hasPrefixFold(rest, "<head"):
 			tag := "</script"
-			if strings.HasPrefix(lower[i:], "<style") {
+			if hasPrefixFold(rest, "<style") {
 				tag = "</style"
-			} else if strings.HasPrefix(lower[i:], "<head") {
+			} else if hasPrefixFold(rest, "<head") {
 				tag = "</head"
 			}
-			end := strings.Index(lower[i:], tag)
+			end := indexFold(rest, tag)
 			if end < 0 {
 				return html.UnescapeString(b.String())
 			}
@@ -241,20 +254,51 @@ func htmlToText(s string) string {
 			if gt := strings.IndexByte(s[i:], '>'); gt >= 0 {
 				i += gt + 1
 			}
-		case s[i] == '<':
-			gt := strings.IndexByte(s[i:], '>')
+		default:
+			gt := strings.IndexByte(rest, '>')
 			if gt < 0 {
 				return html.UnescapeString(b.String())
 			}
 			b.WriteByte(' ')
 			i += gt + 1
-		default:
-			r, size := utf8.DecodeRuneInString(s[i:])
-			b.WriteRune(r)
-			i += size
 		}
 	}
 	return html.UnescapeString(b.String())
+}
+
+// hasPrefixFold reports whether s begins with prefix, a lower-case ASCII
+// string, in any ASCII case.
+func hasPrefixFold(s, prefix string) bool {
+	if len(s) < len(prefix) {
+		return false
+	}
+	for i := range len(prefix) {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != prefix[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// indexFold is the index of the first sub (lower-case ASCII, starting
+// with '<') in s in any ASCII case, or -1.
+func indexFold(s, sub string) int {
+	for i := 0; i < len(s); {
+		lt := strings.IndexByte(s[i:], sub[0])
+		if lt < 0 {
+			return -1
+		}
+		i += lt
+		if hasPrefixFold(s[i:], sub) {
+			return i
+		}
+		i++
+	}
+	return -1
 }
 
 // View is a message as the API shows it: decoded headers, text, HTML and

@@ -1,8 +1,6 @@
 package imapsync
 
 import (
-	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/base64"
 	"fmt"
@@ -88,6 +86,7 @@ type summaryRow struct {
 	Snippet      string
 	Attachments  string
 	RawOmitted   bool
+	RawCodec     string
 	Raw          []byte
 	FolderName   string
 }
@@ -181,7 +180,7 @@ func parseCursor(c string) (time.Time, int64, error) {
 func (e *Engine) row(ctx context.Context, mailboxID, id int64, withRaw bool) (summaryRow, error) {
 	cols := append([]string(nil), summaryColumns...)
 	if withRaw {
-		cols = append(cols, "messages.raw")
+		cols = append(cols, "messages.raw_codec", "messages.raw")
 	}
 	var rows []summaryRow
 	err := e.db.WithContext(ctx).Model(&messageRow{}).Select(append(cols, "mailbox_folders.name AS folder_name")).
@@ -211,10 +210,11 @@ func (e *Engine) Message(ctx context.Context, mailboxID, id int64) (MessageDetai
 	if r.RawOmitted || r.Raw == nil {
 		return d, nil
 	}
-	zr, err := gzip.NewReader(bytes.NewReader(r.Raw))
+	zr, err := openRaw(r.RawCodec, r.Raw)
 	if err != nil {
 		return MessageDetail{}, fmt.Errorf("open raw message %d: %w", id, err)
 	}
+	defer zr.Close()
 	v, err := buildView(zr)
 	if err != nil {
 		// Stored, so it parsed once; keep the summary.
@@ -234,7 +234,7 @@ func (e *Engine) RawMessage(ctx context.Context, mailboxID, id int64) (io.ReadCl
 	if r.RawOmitted || r.Raw == nil {
 		return nil, 0, errRawNotStored
 	}
-	zr, err := gzip.NewReader(bytes.NewReader(r.Raw))
+	zr, err := openRaw(r.RawCodec, r.Raw)
 	if err != nil {
 		return nil, 0, fmt.Errorf("open raw message %d: %w", id, err)
 	}

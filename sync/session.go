@@ -190,8 +190,16 @@ func (s *session) selectFolder(name string) (*imap.SelectData, error) {
 	if err != nil {
 		return nil, &stepError{Step: stepSelect, Folder: name, Err: err}
 	}
+	if data.UIDValidity == 0 {
+		// RFC 3501 2.3.1.1 requires it, and without it no stored UID can
+		// be trusted from one session to the next.
+		return nil, &stepError{Step: stepSelect, Folder: name, Err: errNoUIDValidity}
+	}
 	return data, nil
 }
+
+// errNoUIDValidity: the server's SELECT/EXAMINE gave no UIDVALIDITY (or 0).
+var errNoUIDValidity = errors.New("the server sent no UIDVALIDITY (or 0) for the folder, so its UIDs cannot be trusted")
 
 // searchAll returns every UID of the selected folder, ascending: UID
 // SEARCH ALL, with RETURN (ALL) when the server has ESEARCH (RFC 4731), so
@@ -212,10 +220,49 @@ func (s *session) searchAll(folder string) ([]uint32, error) {
 	if err != nil {
 		return nil, &stepError{Step: stepSearch, Folder: folder, Err: err}
 	}
-	uids := data.AllUIDs()
-	out := make([]uint32, len(uids))
-	for i, u := range uids {
-		out[i] = uint32(u)
+	var exists uint32
+	if sel := s.c.Mailbox(); sel != nil {
+		exists = sel.NumMessages
+	}
+	uids, err := resultUIDs(data, exists)
+	if err != nil {
+		return nil, &stepError{Step: stepSearch, Folder: folder, Err: err}
+	}
+	return uids, nil
+}
+
+// searchSlack is how many more UIDs than messages a SEARCH result may
+// list (messages that arrived before their EXISTS did).
+const searchSlack = 10000
+
+// resultUIDs returns the UIDs of a UID SEARCH result, ascending, without
+// trusting the server: UID 0 and "*", which no result may hold (go-imap
+// reads 0 as "*" and its AllUIDs panics on it), are dropped, and a result
+// listing more UIDs than the folder has messages (plus searchSlack) is
+// refused before it is expanded — ESEARCH says 1:4294967295 in a few
+// bytes.
+func resultUIDs(data *imap.SearchData, exists uint32) ([]uint32, error) {
+	set, _ := data.All.(imap.UIDSet)
+	var n uint64
+	for _, r := range set {
+		if r.Start != 0 && r.Stop != 0 {
+			n += uint64(max(r.Start, r.Stop)-min(r.Start, r.Stop)) + 1
+		}
+	}
+	if n > uint64(exists)+searchSlack {
+		return nil, fmt.Errorf("the server's SEARCH lists %d UIDs but the folder has %d messages", n, exists)
+	}
+	out := make([]uint32, 0, n)
+	for _, r := range set {
+		if r.Start == 0 || r.Stop == 0 {
+			continue
+		}
+		for u := min(r.Start, r.Stop); ; u++ {
+			out = append(out, uint32(u))
+			if u == max(r.Start, r.Stop) {
+				break
+			}
+		}
 	}
 	return sortedUnique(out), nil
 }

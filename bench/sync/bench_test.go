@@ -137,6 +137,9 @@ type childOutput struct {
 	Messages        int
 	Bytes           int64
 	Initial, Resync time.Duration
+	// BackendCPU is the CPU the PostgreSQL backends of the child's own
+	// connections used by the end of the initial sync (0 on SQLite).
+	BackendCPU time.Duration
 }
 
 func TestSyncBenchmark(t *testing.T) {
@@ -234,11 +237,12 @@ SyncState *
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		start := time.Now()
+		peers := peerCPU()
 		if err := cmd.Run(); err != nil {
 			t.Fatalf("mbsync: %v\n%s", err, out.String())
 		}
-		t.Logf("mbsync: %v, CPU user %v sys %v", time.Since(start).Round(time.Millisecond),
-			cmd.ProcessState.UserTime().Round(time.Millisecond), cmd.ProcessState.SystemTime().Round(time.Millisecond))
+		t.Logf("mbsync: %v, CPU user %v sys %v; %s", time.Since(start).Round(time.Millisecond),
+			cmd.ProcessState.UserTime().Round(time.Millisecond), cmd.ProcessState.SystemTime().Round(time.Millisecond), peerCPU().since(peers))
 		return time.Since(start), cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss * 1024
 	}
 	initial, rss1 := run()
@@ -266,9 +270,11 @@ func mailsyncChild(t *testing.T, d store.Dialect, port int, tlsOn bool, caFile s
 		"TMPDIR="+t.TempDir())
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
+	peers := peerCPU()
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("mailsync child: %v\n%s", err, out.String())
 	}
+	peersUsed := peerCPU().since(peers)
 	var co childOutput
 	for _, line := range strings.Split(out.String(), "\n") {
 		if strings.HasPrefix(line, "TRACE") {
@@ -283,8 +289,9 @@ func mailsyncChild(t *testing.T, d store.Dialect, port int, tlsOn bool, caFile s
 	if co.Messages == 0 {
 		t.Fatalf("no result from the child:\n%s", out.String())
 	}
-	t.Logf("mailsync %s %s: initial %v, CPU user %v sys %v", d, sec, co.Initial.Round(time.Millisecond),
-		cmd.ProcessState.UserTime().Round(time.Millisecond), cmd.ProcessState.SystemTime().Round(time.Millisecond))
+	t.Logf("mailsync %s %s: initial %v, CPU user %v sys %v (both syncs), its PostgreSQL backends %v; %s", d, sec, co.Initial.Round(time.Millisecond),
+		cmd.ProcessState.UserTime().Round(time.Millisecond), cmd.ProcessState.SystemTime().Round(time.Millisecond),
+		co.BackendCPU.Round(time.Millisecond), peersUsed)
 	return result{Tool: "mailsync", DB: string(d), Messages: co.Messages, Bytes: co.Bytes, Initial: co.Initial, Resync: co.Resync,
 		PeakRSS: cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss * 1024}
 }
@@ -332,6 +339,10 @@ func TestSyncChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	initial := time.Since(start)
+	var backendCPU time.Duration
+	if d == store.Postgres {
+		backendCPU = backendsCPU(t, db)
+	}
 	st := eng.Stats()
 	start = time.Now()
 	if _, err := eng.SyncOnce(ctx, mb.ID); err != nil {
@@ -341,8 +352,90 @@ func TestSyncChild(t *testing.T) {
 	if d := eng.Stats(); d.BodyFetches != st.BodyFetches || d.RowWrites != st.RowWrites {
 		t.Errorf("the no-change resync fetched %d bodies and wrote %d rows", d.BodyFetches-st.BodyFetches, d.RowWrites-st.RowWrites)
 	}
-	b, _ := json.Marshal(childOutput{Messages: int(st.Messages), Bytes: st.Bytes, Initial: initial, Resync: resync})
+	b, _ := json.Marshal(childOutput{Messages: int(st.Messages), Bytes: st.Bytes, Initial: initial, Resync: resync, BackendCPU: backendCPU})
 	fmt.Printf("RESULT %s\n", b)
+}
+
+// backendsCPU is the CPU time used so far by the PostgreSQL backends
+// connected to db's database (the child's pool: it keeps its connections
+// open), read from /proc on this machine.
+func backendsCPU(t *testing.T, db *store.DB) time.Duration {
+	t.Helper()
+	var pids []int
+	if err := db.Gorm.Raw("SELECT pid FROM pg_stat_activity WHERE datname = current_database()").Scan(&pids).Error; err != nil {
+		t.Fatal(err)
+	}
+	var ticks float64
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		st := string(b)
+		f := strings.Fields(st[strings.LastIndexByte(st, ')')+2:])
+		for _, i := range []int{11, 12} { // utime, stime
+			v, _ := strconv.ParseFloat(f[i], 64)
+			ticks += v
+		}
+	}
+	return time.Duration(ticks * float64(time.Second) / 100)
+}
+
+// cpuUse is CPU time consumed so far, in clock ticks (USER_HZ, 100 on
+// Linux): by Dovecot's processes, by PostgreSQL's, and by the whole machine
+// (busy time of /proc/stat: everyone's, this benchmark's and others').
+type cpuUse struct{ dovecot, postgres, machine float64 }
+
+// peerCPU reads the CPU used by the peers of a run from /proc: each
+// process's own and its reaped children's time, summed by command name.
+func peerCPU() cpuUse {
+	var u cpuUse
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		st := string(b)
+		open, end := strings.IndexByte(st, '('), strings.LastIndexByte(st, ')')
+		if open < 0 || end < open || end+2 > len(st) {
+			continue
+		}
+		f := strings.Fields(st[end+2:])
+		if len(f) < 15 {
+			continue
+		}
+		var ticks float64
+		for _, i := range []int{11, 12, 13, 14} { // utime, stime, cutime, cstime
+			v, _ := strconv.ParseFloat(f[i], 64)
+			ticks += v
+		}
+		switch comm := st[open+1 : end]; {
+		case strings.HasPrefix(comm, "postgres"):
+			u.postgres += ticks
+		case comm == "dovecot", comm == "imap", comm == "imap-login", comm == "auth", comm == "anvil", comm == "log", comm == "config":
+			u.dovecot += ticks
+		}
+	}
+	if b, err := os.ReadFile("/proc/stat"); err == nil {
+		if line, _, _ := strings.Cut(string(b), "\n"); strings.HasPrefix(line, "cpu ") {
+			f := strings.Fields(line)[1:]
+			for i, x := range f {
+				if i == 3 || i == 4 { // idle, iowait
+					continue
+				}
+				v, _ := strconv.ParseFloat(x, 64)
+				u.machine += v
+			}
+		}
+	}
+	return u
+}
+
+// since formats the CPU used since before.
+func (u cpuUse) since(before cpuUse) string {
+	return fmt.Sprintf("CPU of Dovecot %.2fs, PostgreSQL %.2fs, the whole machine %.2fs",
+		(u.dovecot-before.dovecot)/100, (u.postgres-before.postgres)/100, (u.machine-before.machine)/100)
 }
 
 func report(t *testing.T, results []result) {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/klauspost/compress/s2"
 
 	"github.com/mailsync/mailsync/internal/secret"
 	"github.com/mailsync/mailsync/internal/store"
@@ -228,7 +229,7 @@ func compareWithServer(t *testing.T, db *store.DB, c *imapclient.Client, id int6
 	if err := cmd.Close(); err != nil {
 		t.Fatal(err)
 	}
-	rows, err := db.Gorm.Raw(`SELECT m.uid, m.flags, m.raw FROM messages m JOIN mailbox_folders f ON f.id = m.folder_id
+	rows, err := db.Gorm.Raw(`SELECT m.uid, m.flags, m.raw_codec, m.raw FROM messages m JOIN mailbox_folders f ON f.id = m.folder_id
 		WHERE m.mailbox_id = ? AND f.name = 'INBOX'`, id).Rows()
 	if err != nil {
 		t.Fatal(err)
@@ -239,20 +240,14 @@ func compareWithServer(t *testing.T, db *store.DB, c *imapclient.Client, id int6
 		var (
 			uid   uint32
 			flags string
+			codec string
 			raw   []byte
 		)
-		if err := rows.Scan(&uid, &flags, &raw); err != nil {
+		if err := rows.Scan(&uid, &flags, &codec, &raw); err != nil {
 			t.Fatal(err)
 		}
 		stored++
-		zr, err := gzip.NewReader(bytes.NewReader(raw))
-		if err != nil {
-			t.Fatalf("uid %d: %v", uid, err)
-		}
-		h := sha256.New()
-		_, _ = io.Copy(h, zr)
-		var sum [32]byte
-		copy(sum[:], h.Sum(nil))
+		sum := sha256.Sum256(decodeRaw(t, uid, codec, raw))
 		s, ok := server[uid]
 		if !ok || s.sum != sum || s.flags != flags {
 			t.Errorf("uid %d: stored flags %q, on the server %v (present %v, bytes equal %v)", uid, flags, s.flags, ok, s.sum == sum)
@@ -261,6 +256,33 @@ func compareWithServer(t *testing.T, db *store.DB, c *imapclient.Client, id int6
 	if stored != len(server) {
 		t.Errorf("%d rows stored, %d messages on the server", stored, len(server))
 	}
+}
+
+// decodeRaw decodes a stored messages.raw by its raw_codec.
+func decodeRaw(t *testing.T, uid uint32, codec string, raw []byte) []byte {
+	t.Helper()
+	switch codec {
+	case "none":
+		return raw
+	case "s2":
+		b, err := s2.Decode(nil, raw)
+		if err != nil {
+			t.Fatalf("uid %d: raw (s2): %v", uid, err)
+		}
+		return b
+	case "gzip":
+		zr, err := gzip.NewReader(bytes.NewReader(raw))
+		if err != nil {
+			t.Fatalf("uid %d: raw (gzip): %v", uid, err)
+		}
+		b, err := io.ReadAll(zr)
+		if err != nil {
+			t.Fatalf("uid %d: raw (gzip): %v", uid, err)
+		}
+		return b
+	}
+	t.Fatalf("uid %d: raw_codec %q", uid, codec)
+	return nil
 }
 
 func sortedJoin(s []string) string {

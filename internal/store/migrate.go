@@ -20,6 +20,9 @@ type Migration struct {
 	Version    int
 	Name       string
 	Statements []string
+	// Postgres are statements run after Statements on PostgreSQL only:
+	// settings SQLite has no syntax for (column storage, for one).
+	Postgres []string
 }
 
 var dialectTypes = map[Dialect]*strings.Replacer{
@@ -94,7 +97,11 @@ func (db *DB) migrate(ctx context.Context, ms []Migration) ([]int, error) {
 			if have[m.Version] {
 				continue
 			}
-			for i, stmt := range m.Statements {
+			stmts := m.Statements
+			if db.Dialect == Postgres {
+				stmts = append(slices.Clip(stmts), m.Postgres...)
+			}
+			for i, stmt := range stmts {
 				if err := tx.Exec(types.Replace(stmt)).Error; err != nil {
 					return fmt.Errorf("migration %d (%s) statement %d: %w", m.Version, m.Name, i+1, err)
 				}

@@ -32,6 +32,7 @@ type DB struct {
 	Gorm    *gorm.DB
 	Dialect Dialect
 	sql     *sql.DB
+	ckpt    *checkpointer // SQLite's WAL checkpoints; nil on PostgreSQL
 }
 
 // Options tune Open. The zero value is fine.
@@ -63,9 +64,10 @@ func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
 		SkipDefaultTransaction: false,
 	}
 	var (
-		dialector gorm.Dialector
-		dialect   Dialect
-		maxConns  = opts.MaxOpenConns
+		dialector  gorm.Dialector
+		dialect    Dialect
+		maxConns   = opts.MaxOpenConns
+		sqlitePath string
 	)
 	switch {
 	case strings.HasPrefix(dsn, "sqlite://"):
@@ -76,7 +78,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
 		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 			return nil, fmt.Errorf("create database folder: %w", err)
 		}
-		dialect, dialector = SQLite, sqlite.Open(sqliteDSN(path))
+		dialect, dialector, sqlitePath = SQLite, sqlite.Open(sqliteDSN(path)), path
 		if maxConns == 0 {
 			maxConns = 8
 		}
@@ -109,8 +111,15 @@ func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
 		sqlDB.Close()
 		return nil, fmt.Errorf("connect to %s database: %w", dialect, err)
 	}
+	if dialect == SQLite {
+		db.ckpt = startCheckpointer(sqlDB, sqlitePath, log)
+	}
 	return db, nil
 }
+
+// sqliteBusyTimeout is how long a statement waits for a lock held by
+// another connection.
+const sqliteBusyTimeout = 10 * time.Second
 
 // sqliteDSN adds the pragmas every connection needs. _txlock=immediate makes
 // each transaction take the write lock when it begins, so two read-then-write
@@ -126,10 +135,14 @@ func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
 func sqliteDSN(path string) string {
 	q := url.Values{}
 	q.Add("_pragma", "page_size(16384)")
-	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", sqliteBusyTimeout.Milliseconds()))
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "foreign_keys(1)")
 	q.Add("_pragma", "synchronous(NORMAL)")
+	// Checkpoints run in the background (checkpoint.go); a commit runs one
+	// only past this many WAL pages.
+	q.Add("_pragma", fmt.Sprintf("wal_autocheckpoint(%d)", walAutoCheckpointPages))
+	q.Add("_pragma", fmt.Sprintf("journal_size_limit(%d)", walRestartBytes)) // the WAL file shrinks back when rewound
 	// Statement journals and sorts in memory, not in temporary files
 	// opened and removed for every multi-row statement.
 	q.Add("_pragma", "temp_store(MEMORY)")
@@ -143,8 +156,13 @@ func (db *DB) WithContext(ctx context.Context) *gorm.DB { return db.Gorm.WithCon
 // Ping checks the database answers.
 func (db *DB) Ping(ctx context.Context) error { return db.sql.PingContext(ctx) }
 
-// Close closes the pool.
-func (db *DB) Close() error { return db.sql.Close() }
+// Close stops the SQLite checkpointer and closes the pool.
+func (db *DB) Close() error {
+	if db.ckpt != nil {
+		db.ckpt.stop()
+	}
+	return db.sql.Close()
+}
 
 // Ready reports whether the database answers and carries every migration.
 func (db *DB) Ready(ctx context.Context) error {
