@@ -269,18 +269,72 @@ const maxHeaderBytes = 1 << 20
 
 func sendmail(ctx context.Context, e env, a sendmailArgs, stdin *bufio.Reader) (queuedJSON, error) {
 	if !a.readRcpts && len(a.rcpts) == 0 {
-		return queuedJSON{}, failf(exUsage, "no recipients: give them as arguments or use -t to read them from the message")
+		return queuedJSON{}, errNoRcptArgs
 	}
 	cfg, err := loadSendmailConfig(e.getenv)
 	if err != nil {
 		return queuedJSON{}, failf(exConfig, "%v", err)
 	}
-	hdr, ended, err := readHeader(stdin, a.ignoreDots)
+	sub, err := prepareSubmission(a, cfg.from, stdin)
 	if err != nil {
 		return queuedJSON{}, err
 	}
+	q := url.Values{"rcpt": sub.rcpts}
+	if sub.envFrom != "" {
+		q.Set("from", sub.envFrom)
+	}
+	return postRaw(ctx, cfg, q, sub.msg)
+}
+
+var errNoRcptArgs = failf(exUsage, "no recipients: give them as arguments or use -t to read them from the message")
+
+// sendmailSubmission is what sendmail posts: the envelope, and the message
+// as its header (with the From sendmail may add) followed by the body
+// streamed from standard input.
+type sendmailSubmission struct {
+	rcpts   []string // bare addresses, as bareAddress returns them
+	envFrom string   // "" or a bare address
+	msg     io.Reader
+}
+
+// prepareSubmission reads the header of the message on stdin and decides
+// the envelope from it, the command line and the configured from. It does
+// no I/O but reading stdin (FuzzSendmailInput drives it). Every recipient
+// and the envelope sender are bare addresses that read back as themselves:
+// no line break, NUL, comma or quoted local part reaches the service's
+// query string or the From header sendmail writes.
+func prepareSubmission(a sendmailArgs, cfgFrom string, stdin *bufio.Reader) (sendmailSubmission, error) {
+	if !a.readRcpts && len(a.rcpts) == 0 {
+		return sendmailSubmission{}, errNoRcptArgs
+	}
+	if cfgFrom != "" {
+		addr, ok := bareAddress(cfgFrom)
+		if !ok {
+			return sendmailSubmission{}, failf(exConfig, "the configured from %q (MAILSYNC_FROM) is not an email address", cfgFrom)
+		}
+		cfgFrom = addr
+	}
+	envFrom := a.from
+	if !strings.Contains(envFrom, "@") {
+		envFrom = "" // -f root, as cron and mail(1) may pass: a local name, not an address
+	} else if addr, ok := bareAddress(envFrom); ok {
+		envFrom = addr
+	} else {
+		return sendmailSubmission{}, failf(exUsage, "the sender %q (-f) is not an email address", a.from)
+	}
+	var rcpts []string
+	for _, r := range a.rcpts {
+		addr, ok := bareAddress(r)
+		if !ok {
+			return sendmailSubmission{}, failf(exUsage, "the recipient %q is not an email address", r)
+		}
+		rcpts = append(rcpts, addr)
+	}
+	hdr, ended, err := readHeader(stdin, a.ignoreDots)
+	if err != nil {
+		return sendmailSubmission{}, err
+	}
 	fields := splitFields(hdr)
-	rcpts := append([]string(nil), a.rcpts...)
 	if a.readRcpts {
 		for _, f := range fields {
 			if !f.is("To") && !f.is("Cc") && !f.is("Bcc") {
@@ -291,21 +345,22 @@ func sendmail(ctx context.Context, e env, a sendmailArgs, stdin *bufio.Reader) (
 			}
 			list, err := mail.ParseAddressList(f.value())
 			if err != nil {
-				return queuedJSON{}, failf(exDataErr, "the %s header cannot be read: %v", f.name, err)
+				return sendmailSubmission{}, failf(exDataErr, "the %s header cannot be read: %v", f.name, err)
 			}
 			for _, ad := range list {
-				rcpts = append(rcpts, ad.Address)
+				addr, ok := bareAddress(ad.Address)
+				if !ok {
+					return sendmailSubmission{}, failf(exDataErr,
+						"the %s header names %q, which mailsync sendmail cannot pass on as a recipient", f.name, ad.Address)
+				}
+				rcpts = append(rcpts, addr)
 			}
 		}
 		if len(rcpts) == 0 {
-			return queuedJSON{}, failf(exDataErr, "no recipients: the message has no To, Cc or Bcc and none were given")
+			return sendmailSubmission{}, failf(exDataErr, "no recipients: the message has no To, Cc or Bcc and none were given")
 		}
 	}
-	envFrom := a.from
-	if !strings.Contains(envFrom, "@") {
-		envFrom = "" // -f root, as cron and mail(1) may pass: a local name, not an address
-	}
-	fields = fixFrom(fields, envFrom, cfg.from, a.fullName)
+	fields = fixFrom(fields, envFrom, cfgFrom, oneLine(a.fullName))
 
 	var head bytes.Buffer
 	for _, f := range fields {
@@ -319,11 +374,24 @@ func sendmail(ctx context.Context, e env, a sendmailArgs, stdin *bufio.Reader) (
 			body = &dotReader{r: stdin, lineStart: true}
 		}
 	}
-	q := url.Values{"rcpt": rcpts}
-	if envFrom != "" {
-		q.Set("from", envFrom)
+	return sendmailSubmission{rcpts: rcpts, envFrom: envFrom, msg: io.MultiReader(&head, body)}, nil
+}
+
+// bareAddress returns the addr-spec of s ("a@example.com", "<a@example.com>"
+// or "Name <a@example.com>"), or false when s is none or its address does
+// not read back as itself: a quoted local part such as "a,b"@example.com
+// comes out of net/mail unquoted, and the service would split it at the
+// comma.
+func bareAddress(s string) (string, bool) {
+	a, err := mail.ParseAddress(s)
+	if err != nil {
+		return "", false
 	}
-	return postRaw(ctx, cfg, q, io.MultiReader(&head, body))
+	back, err := mail.ParseAddress(a.Address)
+	if err != nil || back.Name != "" || back.Address != a.Address {
+		return "", false
+	}
+	return a.Address, true
 }
 
 // rawHeader is the header block as read, and what ended it.
@@ -423,7 +491,9 @@ func fixFrom(fields []hdrField, envFrom, cfgFrom, fullName string) []hdrField {
 			return fields
 		}
 	}
-	return append([]hdrField{from}, fields...)
+	// Last, not first: a header that starts with a continuation line or an
+	// mbox "From " line would otherwise fold into it or follow it.
+	return append(fields, from)
 }
 
 // dotReader ends the message at a line holding a single dot, as sendmail

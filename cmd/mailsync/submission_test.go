@@ -329,8 +329,9 @@ func TestSendmailFixFrom(t *testing.T) {
 		header, envFrom, cfgFrom, name, want string
 	}{
 		{"From: root (Cron Daemon)\nTo: ops@example.com\n", "", "cron@example.com", "CronDaemon", "From: \"CronDaemon\" <cron@example.com>\r\nTo: ops@example.com\n"},
-		{"To: r@example.org\n", "root@host.example", "site@example.com", "", "From: <site@example.com>\r\nTo: r@example.org\n"},
-		{"To: r@example.org\n", "site@example.com", "", "Site", "From: \"Site\" <site@example.com>\r\nTo: r@example.org\n"},
+		{"To: r@example.org\n", "root@host.example", "site@example.com", "", "To: r@example.org\nFrom: <site@example.com>\r\n"},
+		{"To: r@example.org\n", "site@example.com", "", "Site", "To: r@example.org\nFrom: \"Site\" <site@example.com>\r\n"},
+		{" folded\nTo: r@example.org\n", "site@example.com", "", "", " folded\nTo: r@example.org\nFrom: <site@example.com>\r\n"},
 		{"From: Sales <sales@example.com>\nTo: r@example.org\n", "x@example.com", "site@example.com", "", "From: Sales <sales@example.com>\nTo: r@example.org\n"},
 		{"To: r@example.org\n", "", "", "", "To: r@example.org\n"},
 	}

@@ -2,7 +2,12 @@
 // mailsync tests against: a certificate authority generated at test time, a
 // scriptable SMTP server on go-smtp, an IMAP server on go-imap v2's
 // imapmemserver, a real Dovecot started from a generated configuration, and a
-// fresh PostgreSQL database per test package.
+// fresh PostgreSQL database per test package. A man in the middle (MITM)
+// attacks the TLS between a client and any of those servers; CanaryPassword,
+// SecretForms and CanaryHandler look for a secret where it must not show.
+// StartHostile is a raw TCP server that runs a script per connection, for
+// the hostile-server suites (IMAPCases, SMTPCases); Probe measures each call
+// under attack: panics, goroutines left behind, heap growth.
 //
 // Invariants:
 //   - Every peer listens on 127.0.0.1 with a port chosen by the kernel, and is
