@@ -225,6 +225,12 @@ func (x explainer) err(err error) (string, string, string) {
 		return x.out(CodeInvalidAddress, "", x.addr)
 	case errors.Is(err, ErrNoRecipients):
 		return x.out(CodeInvalidAddress, "none")
+	case errors.Is(err, ErrReplyTooLong):
+		return x.out(CodeProtocolError, "", clip(ErrReplyTooLong.Error()))
+	case errors.Is(err, ErrReplyCutOff):
+		return x.out(CodeProtocolError, "", clip(ErrReplyCutOff.Error()))
+	case errors.Is(err, ErrSTARTTLSInjection):
+		return x.out(CodeProtocolError, "", clip(ErrSTARTTLSInjection.Error()))
 	case errors.Is(err, ErrConnBroken):
 		return x.out(CodeConnectionClosed, "", x.label())
 	case errors.As(err, &appErr) && appErr != nil:

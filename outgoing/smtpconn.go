@@ -22,6 +22,11 @@ package outgoing
 //   - A Conn whose step failed without a clean reply (network error,
 //     timeout, cancel, AUTH failure) is broken: it is closed and every later
 //     call fails at once.
+//   - A hostile server gets nowhere (smtpguard.go): what it sends between
+//     two commands is bounded (64 KiB), a reply cut off by a lost
+//     connection is not taken for a reply, bytes it sends between the 220
+//     to STARTTLS and the handshake refuse the connection, and its text is
+//     made valid UTF-8 without NUL before it is stored.
 
 import (
 	"context"
@@ -277,7 +282,8 @@ type ConnInfo struct {
 type Conn struct {
 	n       *Network
 	host    string
-	raw     net.Conn // the TCP connection, under TLS if any
+	raw     net.Conn   // the TCP connection, under TLS if any
+	lim     *replyConn // raw as TLS and go-mail read it, bounded (smtpguard.go)
 	client  *smtp.Client
 	info    ConnInfo
 	secrets []string // forms of the password scrubbed from replies
@@ -361,14 +367,15 @@ func lastDialStep(s Settings) Step {
 
 // handshake runs tls, ehlo, starttls and auth on c.raw.
 func (c *Conn) handshake(ctx context.Context, s Settings, tr *tracer) (*Conn, error) {
-	var conn net.Conn = c.raw
+	c.lim = &replyConn{Conn: c.raw}
+	var conn net.Conn = c.lim
 	cfg := c.n.tlsConfig(s.Host)
 
 	// tls
 	if s.Security == SecuritySSL {
 		start := time.Now()
 		c.arm(ctx)
-		tc := tls.Client(c.raw, cfg)
+		tc := tls.Client(c.lim, cfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			return nil, tr.fail(StepTLS, start, stepError(ctx, StepTLS, err), "")
 		}
@@ -390,7 +397,7 @@ func (c *Conn) handshake(ctx context.Context, s Settings, tr *tracer) (*Conn, er
 		return nil, tr.fail(StepEHLO, start, stepError(ctx, StepEHLO, err), "")
 	}
 	c.noteHello()
-	tr.ok(StepEHLO, start, &Reply{Code: 250, Text: client.HelloResponse()}, tr.t("detail.ehlo", c.extensions(tr)))
+	tr.ok(StepEHLO, start, &Reply{Code: 250, Text: cleanText(client.HelloResponse())}, tr.t("detail.ehlo", c.extensions(tr)))
 
 	// starttls
 	if s.Security == SecuritySTARTTLS {
@@ -401,7 +408,7 @@ func (c *Conn) handshake(ctx context.Context, s Settings, tr *tracer) (*Conn, er
 		}
 		// The handshake runs inside StartTLS, on the EHLO that follows
 		// the 220 reply; a certificate error surfaces there.
-		if err := client.StartTLS(cfg); err != nil {
+		if err := client.StartTLS(startTLSConfig(cfg, client.Text)); err != nil {
 			return nil, tr.fail(StepSTARTTLS, start, stepError(ctx, StepSTARTTLS, err), "")
 		}
 		state, ok := client.TLSConnectionState()
@@ -410,7 +417,7 @@ func (c *Conn) handshake(ctx context.Context, s Settings, tr *tracer) (*Conn, er
 		}
 		c.info.TLSVersion = tls.VersionName(state.Version)
 		c.noteHello()
-		tr.ok(StepSTARTTLS, start, &Reply{Code: 250, Text: client.HelloResponse()}, tlsDetail(tr, state))
+		tr.ok(StepSTARTTLS, start, &Reply{Code: 250, Text: cleanText(client.HelloResponse())}, tlsDetail(tr, state))
 	}
 
 	// auth
@@ -478,7 +485,7 @@ func (a *authRecorder) Next(fromServer []byte, more bool) ([]byte, error) {
 // noteHello records what the latest EHLO reply announced.
 func (c *Conn) noteHello() {
 	cl := c.client
-	c.info.Hello = cl.HelloResponse()
+	c.info.Hello = cleanText(cl.HelloResponse())
 	c.info.AuthOffered = nil
 	if ok, params := cl.Extension("AUTH"); ok {
 		c.info.AuthOffered = upperFields(params)
@@ -603,7 +610,7 @@ func (c *Conn) sendPipelined(ctx context.Context, from string, rcpts []string, m
 	}
 	read := func(expect int) (*Reply, error) {
 		c.arm(ctx)
-		code, m, err := text.ReadResponse(expect)
+		code, m, err := c.readReply(text, expect)
 		if err != nil {
 			return nil, err
 		}
@@ -778,7 +785,7 @@ func (c *Conn) dataBody(ctx context.Context, msg io.Reader, tr *tracer, start ti
 		se.AfterData = true
 		return nil, tr.fail(StepData, start, se, tr.t("detail.data", n))
 	}
-	code, msgText, err := text.ReadResponse(250)
+	code, msgText, err := c.readReply(text, 250)
 	if err != nil {
 		se := c.stepError(ctx, StepData, err)
 		if se.Reply == nil {
@@ -906,7 +913,7 @@ func (c *Conn) command(ctx context.Context, expect int, line string) (*Reply, er
 	}
 	text.StartResponse(id)
 	defer text.EndResponse(id)
-	code, msg, err := text.ReadResponse(expect)
+	code, msg, err := c.readReply(text, expect)
 	if err != nil {
 		return nil, err
 	}
@@ -987,7 +994,7 @@ func parseReply(code int, msg string) *Reply {
 			text = append(text, l)
 		}
 	}
-	r.Text = strings.Join(text, " ")
+	r.Text = cleanText(strings.Join(text, " "))
 	return r
 }
 
