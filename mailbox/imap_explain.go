@@ -50,6 +50,8 @@ func explainIMAP(lang i18n.Lang, host string, ie *IMAPError) (code, explanation,
 		return explainIMAPTimeout(lang, ie.Step, label)
 	case errors.Is(err, ErrLoginDisabled):
 		return outgoing.CodeAuthNeedsTLS, t("imap.explain.login_disabled"), t("hint.auth_needs_tls")
+	case errors.Is(err, ErrResponseTooLong), errors.Is(err, ErrSTARTTLSInjection), errors.Is(err, ErrPreauthClearText):
+		return outgoing.CodeProtocolError, t("imap.explain.protocol_error", clipIMAP(err.Error(), maxExplainText)), t("imap.hint.protocol_error")
 	case errors.Is(err, ErrNotIMAP):
 		return outgoing.CodeProtocolError, t("imap.explain.protocol_error", clipIMAP(err.Error(), maxExplainText)), t("imap.hint.protocol_error")
 	case errors.Is(err, ErrClosedBeforeGreeting):

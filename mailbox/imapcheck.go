@@ -24,7 +24,10 @@ package mailbox
 //     TLS 1.2 at least; there is no way to skip verification.
 //   - starttls is required: when the server refuses STARTTLS the
 //     connection ends and no LOGIN is sent. LOGIN is never sent when the
-//     server announces LOGINDISABLED.
+//     server announces LOGINDISABLED. The clear-text part runs by hand
+//     (imap_starttls.go): a PREAUTH greeting is refused before STARTTLS,
+//     and bytes sent between the STARTTLS reply and the handshake refuse
+//     the connection instead of being read as responses.
 //   - The password is handed to LOGIN and nowhere else: replies that echo
 //     it are scrubbed before they reach a report, a log line or an error,
 //     and imapclient's DebugWriter (which would record it) is never set.
@@ -33,7 +36,10 @@ package mailbox
 //     TCP connection, so a stalled server cannot hang a caller.
 //   - Nothing is buffered without a bound: the greeting line is kept up to
 //     1 KiB, a LIST up to maxFolders folders (the rest is read and
-//     dropped, and the report says so).
+//     dropped, and the report says so), and every response the server
+//     sends, for the whole life of the connection (the sync's too), is
+//     bounded in size and nesting except message bodies, which go-imap
+//     streams (imapConn; ErrResponseTooLong).
 
 import (
 	"context"
@@ -46,7 +52,6 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -287,27 +292,6 @@ func (n *IMAPNetwork) tracer(lang i18n.Lang, s IMAPSettings, emit func(outgoing.
 	}
 }
 
-// tlsSeen keeps the state of a TLS handshake run by imapclient, which may
-// run it on its reader goroutine.
-type tlsSeen struct {
-	mu    sync.Mutex
-	state tls.ConnectionState
-	ok    bool
-}
-
-func (s *tlsSeen) set(cs tls.ConnectionState) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.state, s.ok = cs, true
-	return nil
-}
-
-func (s *tlsSeen) get() (tls.ConnectionState, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.state, s.ok
-}
-
 // imapSession is an open connection while the steps run.
 type imapSession struct {
 	raw    net.Conn // the TCP connection
@@ -409,42 +393,43 @@ func (n *IMAPNetwork) handshake(ctx context.Context, s IMAPSettings, sess *imapS
 		tr.ok(outgoing.StepTLS, start, nil, imapTLSDetail(tr, tc.ConnectionState()))
 		conn = tc
 	}
-	sess.conn = newIMAPConn(conn, deadline)
 	opts := tr.clientOptions()
 
 	// greeting, and starttls
 	start := time.Now()
 	if s.Security == outgoing.SecuritySTARTTLS {
-		// imapclient keeps the TLS connection to itself: the state is
-		// taken from VerifyConnection, which runs after the certificate
-		// has been verified.
-		seen := &tlsSeen{}
-		cfg.VerifyConnection = seen.set
-		opts.TLSConfig = cfg
-		// NewStartTLS reads the greeting and sends STARTTLS without
-		// waiting; the greeting line the connection kept tells which of
-		// the two failed.
-		c, err := imapclient.NewStartTLS(sess.conn, opts)
-		line, complete, at := sess.conn.greeting()
-		if !complete || !isIMAPGreetingOK(line) {
+		// The clear-text part by hand (imap_starttls.go), then imapclient
+		// on the TLS connection.
+		ct := newClearText(sess.raw)
+		line, complete, err := ct.readLine()
+		if err != nil || !isIMAPGreetingOK(line) {
 			if err == nil {
 				err = ErrNotIMAP
-				_ = c.Close()
 			}
 			return tr.failGreeting(ctx, start, line, complete, err)
 		}
 		tr.ok(StepGreeting, start, imapLineReply(line, tr.secrets), "")
-		if err != nil {
-			return tr.fail(ctx, outgoing.StepSTARTTLS, at, err, "")
+		start = time.Now()
+		if isPreauth(line) {
+			return tr.fail(ctx, outgoing.StepSTARTTLS, start, ErrPreauthClearText, "")
 		}
+		if err := ct.startTLS(); err != nil {
+			return tr.fail(ctx, outgoing.StepSTARTTLS, start, err, "")
+		}
+		tc := tls.Client(sess.raw, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return tr.fail(ctx, outgoing.StepSTARTTLS, start, err, "")
+		}
+		sess.conn = newIMAPConn(tc, deadline)
+		sess.conn.pending = []byte(tlsGreeting)
+		c := imapclient.New(sess.conn, opts)
 		sess.client = c
-		// NewStartTLS returns once the handshake is complete.
-		state, ok := seen.get()
-		if !ok {
-			return tr.fail(ctx, outgoing.StepSTARTTLS, at, errors.New("the TLS handshake did not complete"), "")
+		if err := c.WaitGreeting(); err != nil {
+			return tr.fail(ctx, outgoing.StepSTARTTLS, start, sess.conn.cause(err), "")
 		}
-		tr.ok(outgoing.StepSTARTTLS, at, nil, imapTLSDetail(tr, state))
+		tr.ok(outgoing.StepSTARTTLS, start, nil, imapTLSDetail(tr, tc.ConnectionState()))
 	} else {
+		sess.conn = newIMAPConn(conn, deadline)
 		c := imapclient.New(sess.conn, opts)
 		sess.client = c
 		err := c.WaitGreeting()
@@ -453,7 +438,7 @@ func (n *IMAPNetwork) handshake(ctx context.Context, s IMAPSettings, sess *imapS
 			if err == nil {
 				err = ErrNotIMAP
 			}
-			return tr.failGreeting(ctx, start, line, complete, err)
+			return tr.failGreeting(ctx, start, line, complete, sess.conn.cause(err))
 		}
 		tr.ok(StepGreeting, start, imapLineReply(line, tr.secrets), "")
 	}
@@ -475,11 +460,16 @@ func (n *IMAPNetwork) handshake(ctx context.Context, s IMAPSettings, sess *imapS
 		return tr.fail(ctx, StepLogin, start, ErrLoginDisabled, "")
 	}
 	if err := c.Login(s.Login, s.Password.Reveal()).Wait(); err != nil {
-		return tr.fail(ctx, StepLogin, start, err, "")
+		return tr.fail(ctx, StepLogin, start, sess.conn.cause(err), "")
 	}
-	if caps := c.Caps(); caps != nil {
-		sess.caps = caps
+	// LOGIN may change the capabilities (RFC 3501 6.2.3). go-imap forgets
+	// the old ones only after Wait has returned, so Caps could still give
+	// the greeting's (without IDLE, CONDSTORE…): ask the server.
+	caps, err := c.Capability().Wait()
+	if err != nil {
+		return tr.fail(ctx, StepLogin, start, sess.conn.cause(err), "")
 	}
+	sess.caps = caps
 	tr.ok(StepLogin, start, nil, tr.t("imap.detail.login", s.Login))
 	return nil
 }
@@ -510,7 +500,7 @@ func (sess *imapSession) list(ctx context.Context, tr *imapTracer, res *IMAPChec
 		folders = append(folders, folderOf(data))
 	}
 	if err := cmd.Close(); err != nil {
-		return tr.fail(ctx, StepList, start, err, "")
+		return tr.fail(ctx, StepList, start, sess.conn.cause(err), "")
 	}
 	if ctx.Err() != nil {
 		return tr.fail(ctx, StepList, start, ctx.Err(), "")
@@ -777,14 +767,16 @@ func (tr *imapTracer) fail(ctx context.Context, step outgoing.Step, start time.T
 // first; complete says whether it was a whole line.
 func (tr *imapTracer) failGreeting(ctx context.Context, start time.Time, line string, complete bool, err error) *IMAPError {
 	switch {
-	case complete && strings.HasPrefix(line, "* "):
+	case errors.Is(err, ErrResponseTooLong):
+		return tr.fail(ctx, StepGreeting, start, err, "")
+	case complete && strings.HasPrefix(line, "* ") && !isIMAPGreetingOK(line):
 		// A greeting, but not OK or PREAUTH: BYE (busy, banned).
 		ie := &IMAPError{Step: StepGreeting, Reply: imapLineReply(line, tr.secrets), Err: errors.New("the server refused the session in its greeting")}
 		if code, ok := responseCode(line); ok {
 			ie.Code = code
 		}
 		return tr.failErr(start, ie, "")
-	case complete:
+	case complete && !isIMAPGreetingOK(line):
 		return tr.fail(ctx, StepGreeting, start, fmt.Errorf("%w: %q", ErrNotIMAP, clipIMAP(scrubIMAP(line, tr.secrets), 80)), "")
 	case !isDone(ctx) && !errors.As(err, new(*imap.Error)):
 		// The connection ended before a whole line came (imapclient
