@@ -3,6 +3,7 @@ package mailbox
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/netip"
 	"strings"
 	"sync"
@@ -73,11 +74,13 @@ func newEnv(t *testing.T, d store.Dialect, smtpScript *testpeer.SMTPScript) *env
 	box := secret.NewBox(key)
 	dialer := &netguard.Dialer{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}
 	clock := &testClock{now: time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)}
-	out := outgoing.NewService(outgoing.Deps{DB: db, Box: box, Clock: clock,
-		Network: &outgoing.Network{Dialer: dialer, RootCAs: ca.Pool(), HelloName: "mailsync.test"}},
+	// Debug level, and a failure wherever a password shows in a record.
+	log := slog.New(testpeer.CanaryHandler(t, slog.DiscardHandler, []string{annAddr}, annIMAPPass, annSMTPPass))
+	out := outgoing.NewService(outgoing.Deps{DB: db, Box: box, Clock: clock, Logger: log,
+		Network: &outgoing.Network{Dialer: dialer, RootCAs: ca.Pool(), HelloName: "mailsync.test", Logger: log}},
 		outgoing.Config{CheckTimeout: 3 * time.Second})
-	mbs := NewService(Deps{DB: db, Box: box, Outgoing: out, Now: clock.Now,
-		IMAP: &IMAPNetwork{Dialer: dialer, RootCAs: ca.Pool()}},
+	mbs := NewService(Deps{DB: db, Box: box, Outgoing: out, Now: clock.Now, Logger: log,
+		IMAP: &IMAPNetwork{Dialer: dialer, RootCAs: ca.Pool(), Logger: log}},
 		Config{CheckTimeout: 3 * time.Second, OutgoingStatusTTL: 30 * time.Second})
 	smtp := testpeer.StartSMTP(t, &testpeer.SMTPOptions{Mode: testpeer.SMTPStartTLS, TLS: ca.ServerTLS(t),
 		Users: map[string]string{annAddr: annSMTPPass}, Script: smtpScript})

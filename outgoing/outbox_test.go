@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"net/mail"
 	"net/netip"
 	"strings"
@@ -78,7 +79,10 @@ func newEnv(t *testing.T, db *store.DB, cfg outgoing.Config) *env {
 			t.Fatal(err)
 		}
 	}
-	svc := outgoing.NewService(outgoing.Deps{DB: db, Box: box, Network: nw, Clock: clock}, cfg)
+	// Debug level, and a failure wherever a password shows in a record.
+	log := slog.New(testpeer.CanaryHandler(t, slog.DiscardHandler, []string{siteAddr, scUser}, sitePass, scPass, hostilePass))
+	nw.Logger = log
+	svc := outgoing.NewService(outgoing.Deps{DB: db, Box: box, Network: nw, Clock: clock, Logger: log}, cfg)
 	return &env{db: db, box: box, svc: svc, w: svc.NewWorker(), clock: clock, ca: ca}
 }
 

@@ -36,12 +36,15 @@ type testEnv struct {
 	eng *Engine
 }
 
+// testLogger logs at debug level and fails the test when a record holds
+// a form of the suite's passwords (testpeer.CanaryHandler); with
+// MAILSYNC_TEST_LOG set it also prints them.
 func testLogger(t testing.TB) *slog.Logger {
+	var next slog.Handler = slog.DiscardHandler
 	if os.Getenv("MAILSYNC_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		next = slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})
 	}
-	_ = t
-	return slog.New(slog.DiscardHandler)
+	return slog.New(testpeer.CanaryHandler(t, next, []string{annLogin}, annPass, mitmPassword, hostilePassword))
 }
 
 // newTestEnv builds the services on db, trusting ca, with the engine
@@ -61,16 +64,17 @@ func newTestEnv(t testing.TB, db *store.DB, ca *testpeer.CA, cfg Config) *testEn
 func newTestEnvWithBox(t testing.TB, db *store.DB, ca *testpeer.CA, box *secret.Box, cfg Config) *testEnv {
 	t.Helper()
 	dialer := &netguard.Dialer{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}
-	out := outgoing.NewService(outgoing.Deps{DB: db, Box: box,
-		Network: &outgoing.Network{Dialer: dialer, RootCAs: ca.Pool(), HelloName: "mailsync.test"}},
+	log := testLogger(t)
+	out := outgoing.NewService(outgoing.Deps{DB: db, Box: box, Logger: log,
+		Network: &outgoing.Network{Dialer: dialer, RootCAs: ca.Pool(), HelloName: "mailsync.test", Logger: log}},
 		outgoing.Config{CheckTimeout: 5 * time.Second})
-	net := &mailbox.IMAPNetwork{Dialer: dialer, RootCAs: ca.Pool()}
-	mbs := mailbox.NewService(mailbox.Deps{DB: db, Box: box, Outgoing: out, IMAP: net},
+	net := &mailbox.IMAPNetwork{Dialer: dialer, RootCAs: ca.Pool(), Logger: log}
+	mbs := mailbox.NewService(mailbox.Deps{DB: db, Box: box, Outgoing: out, IMAP: net, Logger: log},
 		mailbox.Config{CheckTimeout: 10 * time.Second})
 	if cfg.BackoffMin == 0 {
 		cfg.BackoffMin, cfg.BackoffMax = 50*time.Millisecond, 500*time.Millisecond
 	}
-	eng := New(Deps{DB: db, Mailboxes: mbs, Logger: testLogger(t)}, cfg)
+	eng := New(Deps{DB: db, Mailboxes: mbs, Logger: log}, cfg)
 	return &testEnv{db: db, box: box, net: net, mbs: mbs, eng: eng}
 }
 

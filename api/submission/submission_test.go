@@ -114,7 +114,8 @@ func newEnv(t *testing.T, db *store.DB, o envOptions) *env {
 	e.srv, err = submission.New(&submission.Options{
 		Domain: "mailsync.test", TLS: e.ca.ServerTLS(t), TrustLoopback: o.trustLoopback,
 		LoopbackUser: "admin@localhost", MaxMessageBytes: maxBytes,
-	}, submission.Deps{Outgoing: e.out, Users: e.users, Logger: slog.New(slog.NewTextHandler(e.logs, nil))})
+	}, submission.Deps{Outgoing: e.out, Users: e.users,
+		Logger: slog.New(testpeer.CanaryHandler(t, slog.NewTextHandler(e.logs, nil), []string{siteAddr, privateAddr}, sitePass, privatePass))})
 	if err != nil {
 		t.Fatal(err)
 	}

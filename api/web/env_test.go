@@ -98,7 +98,10 @@ func newEnv(t *testing.T, o *envOptions) *env {
 		engine = imapsync.New(imapsync.Deps{DB: db, Mailboxes: mbs}, imapsync.Config{})
 		msgs = engine
 	}
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	// Warnings and up printed; every record, at any level, checked for the
+	// suite's passwords.
+	log := slog.New(testpeer.CanaryHandler(t, slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}),
+		nil, sitePass, annPass, ownPass))
 	lookup := &mailbox.Lookup{Resolver: noMX{}}
 	pages := New(Deps{Logger: log, Users: us, Outgoing: out, Mailboxes: mbs, Senders: out, Providers: lookup, Messages: msgs}, o.webOpts)
 	a := api.New(api.Deps{Users: us, Ready: db, Outgoing: out, Mailboxes: mbs, Senders: out,
