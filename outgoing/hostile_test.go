@@ -53,9 +53,9 @@ func TestHostileSMTPCheck(t *testing.T) {
 				rep = n.Check(context.Background(), req)
 			})
 			tally.Add(hc.Name, pr)
-			assertHostileProbe(t, pr)
+			pr.Check(t, hostileHeap)
 			last := scLast(rep)
-			t.Logf("heap growth %.1f MiB, allocated %.1f MiB, %v; failed %q: %s", mib(pr.HeapGrowth), mib(pr.Allocated),
+			t.Logf("heap growth %.1f MiB, allocated %.1f MiB, %v; failed %q: %s", testpeer.MiB(pr.HeapGrowth), testpeer.MiB(pr.Allocated),
 				pr.Elapsed.Round(time.Millisecond), rep.Failed, last.Explanation)
 
 			if want.Step == "" {
@@ -119,12 +119,12 @@ func TestHostileSMTPSend(t *testing.T) {
 						processed, err = e.w.ProcessDue(context.Background())
 					})
 					tally.Add(hc.Name, pr)
-					assertHostileProbe(t, pr)
+					pr.Check(t, hostileHeap)
 					if err != nil || processed != 1 {
 						t.Fatalf("ProcessDue() = %d, %v; want 1 message", processed, err)
 					}
 					got := e.status(t, m.ID)
-					t.Logf("heap growth %.1f MiB, allocated %.1f MiB, %v; %s at %q: %s / %s", mib(pr.HeapGrowth), mib(pr.Allocated),
+					t.Logf("heap growth %.1f MiB, allocated %.1f MiB, %v; %s at %q: %s / %s", testpeer.MiB(pr.HeapGrowth), testpeer.MiB(pr.Allocated),
 						pr.Elapsed.Round(time.Millisecond), got.Status, got.LastStep, got.LastReply, got.LastError)
 					if got.Status != want.Status {
 						t.Errorf("status = %q, want %q (step %q, reply %q, error %q)", got.Status, want.Status, got.LastStep, got.LastReply, got.LastError)
@@ -173,24 +173,6 @@ func (e *env) hostileAccount(t *testing.T, peer *testpeer.HostilePeer, security,
 	}
 }
 
-// assertHostileProbe fails on a hang, a panic, a leaked goroutine or heap
-// growth past hostileHeap.
-func assertHostileProbe(t *testing.T, pr testpeer.ProbeResult) {
-	t.Helper()
-	if pr.Hung {
-		t.Fatalf("the call did not return within %v; goroutines:\n%s", pr.Elapsed, strings.Join(pr.Leaked, "\n\n"))
-	}
-	if pr.Panic != nil {
-		t.Fatalf("the call panicked: %v", pr.Panic)
-	}
-	if len(pr.Leaked) > 0 {
-		t.Errorf("%d goroutines left running:\n%s", len(pr.Leaked), strings.Join(pr.Leaked, "\n\n"))
-	}
-	if pr.HeapGrowth >= hostileHeap {
-		t.Errorf("heap grew by %.1f MiB, want < %.0f MiB", mib(pr.HeapGrowth), mib(hostileHeap))
-	}
-}
-
 // assertNoAuthInClear fails when, with security other than none, the peer
 // read AUTH or the password (in any form) in clear text.
 func assertNoAuthInClear(t *testing.T, peer *testpeer.HostilePeer, security string) {
@@ -219,5 +201,3 @@ type hostileLog struct{ b *strings.Builder }
 func (l *hostileLog) Write(p []byte) (int, error) { return l.b.Write(p) }
 
 func utf8Valid(s string) bool { return strings.ToValidUTF8(s, "\uFFFD") == s }
-
-func mib(n int64) float64 { return float64(n) / (1 << 20) }

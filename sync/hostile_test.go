@@ -82,8 +82,8 @@ func testHostileIMAPSync(t *testing.T, db *store.DB) {
 				}
 			})
 			tally.Add(hc.Name, pr)
-			assertHostileProbe(t, pr)
-			t.Logf("heap growth %.1f MiB, allocated %.1f MiB, %v; error: %v", mib(pr.HeapGrowth), mib(pr.Allocated), pr.Elapsed.Round(time.Millisecond), err)
+			pr.Check(t, hostileHeap)
+			t.Logf("heap growth %.1f MiB, allocated %.1f MiB, %v; error: %v", testpeer.MiB(pr.HeapGrowth), testpeer.MiB(pr.Allocated), pr.Elapsed.Round(time.Millisecond), err)
 
 			switch {
 			case hc.Worker:
@@ -250,26 +250,6 @@ func (v *testEnv) runUntilError(t *testing.T, id int64) error {
 		}
 	}
 }
-
-// assertHostileProbe fails on a hang, a panic, a leaked goroutine or heap
-// growth past hostileHeap.
-func assertHostileProbe(t *testing.T, pr testpeer.ProbeResult) {
-	t.Helper()
-	if pr.Hung {
-		t.Fatalf("the call did not return within %v; goroutines:\n%s", pr.Elapsed, strings.Join(pr.Leaked, "\n\n"))
-	}
-	if pr.Panic != nil {
-		t.Fatalf("the call panicked: %v", pr.Panic)
-	}
-	if len(pr.Leaked) > 0 {
-		t.Errorf("%d goroutines left running:\n%s", len(pr.Leaked), strings.Join(pr.Leaked, "\n\n"))
-	}
-	if pr.HeapGrowth >= hostileHeap {
-		t.Errorf("heap grew by %.1f MiB, want < %.0f MiB", mib(pr.HeapGrowth), mib(hostileHeap))
-	}
-}
-
-func mib(n int64) float64 { return float64(n) / (1 << 20) }
 
 // TestReadGrowing: a body is read whole however it arrives, a short one is
 // io.ErrUnexpectedEOF, and the buffer never runs ahead of the bytes by more

@@ -237,3 +237,24 @@ func (t ProbeTally) String() string {
 	return fmt.Sprintf("%d rows, %d panics, %d hangs, %d leaked goroutines, max heap growth %.1f MiB (%s), %v in the calls",
 		t.Rows, t.Panics, t.Hangs, t.Leaks, float64(t.MaxHeap)/(1<<20), t.MaxHeapRow, t.Elapsed.Round(time.Millisecond))
 }
+
+// MiB is n bytes in mebibytes, for messages.
+func MiB(n int64) float64 { return float64(n) / (1 << 20) }
+
+// Check fails t on a hang, a panic, a leaked goroutine or heap growth of
+// maxHeap bytes or more.
+func (pr ProbeResult) Check(t testing.TB, maxHeap int64) {
+	t.Helper()
+	if pr.Hung {
+		t.Fatalf("the call did not return within %v; goroutines:\n%s", pr.Elapsed, strings.Join(pr.Leaked, "\n\n"))
+	}
+	if pr.Panic != nil {
+		t.Fatalf("the call panicked: %v", pr.Panic)
+	}
+	if len(pr.Leaked) > 0 {
+		t.Errorf("%d goroutines left running:\n%s", len(pr.Leaked), strings.Join(pr.Leaked, "\n\n"))
+	}
+	if pr.HeapGrowth >= maxHeap {
+		t.Errorf("heap grew by %.1f MiB, want < %.0f MiB", MiB(pr.HeapGrowth), MiB(maxHeap))
+	}
+}
