@@ -108,8 +108,15 @@ func (v *testEnv) connectAt(t testing.TB, host string, port int, login, password
 // Connect runs (and rate-limits), with INBOX selected.
 func (v *testEnv) insertMailbox(t testing.TB, host string, port int, login, password string) mailbox.Mailbox {
 	t.Helper()
+	return v.insertMailboxAs(t, login, host, port, outgoing.SecuritySSL, login, password)
+}
+
+// insertMailboxAs is insertMailbox for a mailbox address other than the
+// login and any security.
+func (v *testEnv) insertMailboxAs(t testing.TB, email, host string, port int, sec outgoing.Security, login, password string) mailbox.Mailbox {
+	t.Helper()
 	now := time.Now().UTC()
-	mb := mailbox.Mailbox{UserID: owner.UserID, Email: login, IMAPHost: host, IMAPPort: port, IMAPSecurity: outgoing.SecuritySSL,
+	mb := mailbox.Mailbox{UserID: owner.UserID, Email: email, IMAPHost: host, IMAPPort: port, IMAPSecurity: sec,
 		IMAPLogin: login, SyncState: StatePending, SettingsVersion: 1, CreatedAt: now, UpdatedAt: now}
 	if err := v.db.Gorm.Create(&mb).Error; err != nil {
 		t.Fatal(err)

@@ -12,7 +12,6 @@ import (
 	"testing/iotest"
 	"time"
 
-	"github.com/mailsync/mailsync/internal/secret"
 	"github.com/mailsync/mailsync/internal/store"
 	"github.com/mailsync/mailsync/internal/store/storetest"
 	"github.com/mailsync/mailsync/internal/testpeer"
@@ -197,28 +196,9 @@ var hostileMailboxes int
 // insertHostileMailbox stores a mailbox on the peer, with INBOX selected.
 func (v *testEnv) insertHostileMailbox(t *testing.T, peer *testpeer.HostilePeer, security string) mailbox.Mailbox {
 	t.Helper()
-	now := time.Now().UTC()
 	hostileMailboxes++
 	login := fmt.Sprintf("ann+%d@example.test", hostileMailboxes)
-	mb := mailbox.Mailbox{UserID: owner.UserID, Email: login, IMAPHost: peer.Host(), IMAPPort: peer.Port(),
-		IMAPSecurity: outgoing.Security(security), IMAPLogin: login, SyncState: StatePending, SettingsVersion: 1,
-		CreatedAt: now, UpdatedAt: now}
-	if err := v.db.Gorm.Create(&mb).Error; err != nil {
-		t.Fatal(err)
-	}
-	sealed, err := v.box.SealSecret(secret.Secret(hostilePassword), secret.AAD("mailboxes", "imap_password", mb.ID))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mb.IMAPPassword = sealed
-	if err := v.db.Gorm.Model(&mb).Update("imap_password", sealed).Error; err != nil {
-		t.Fatal(err)
-	}
-	f := mailbox.FolderRow{MailboxID: mb.ID, Name: "INBOX", Delimiter: "/", Selected: true, CreatedAt: now}
-	if err := v.db.Gorm.Create(&f).Error; err != nil {
-		t.Fatal(err)
-	}
-	return mb
+	return v.insertMailboxAs(t, login, peer.Host(), peer.Port(), outgoing.Security(security), login, hostilePassword)
 }
 
 // runUntilError runs the engine until the mailbox's state is error, then

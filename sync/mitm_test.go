@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mailsync/mailsync/internal/secret"
 	"github.com/mailsync/mailsync/internal/store"
 	"github.com/mailsync/mailsync/internal/store/storetest"
 	"github.com/mailsync/mailsync/internal/testpeer"
@@ -78,26 +77,7 @@ func TestMITMSyncConnection(t *testing.T) {
 	mailboxVia := func(t *testing.T, m *testpeer.MITM, sec outgoing.Security) mailbox.Mailbox {
 		t.Helper()
 		boxes++
-		now := time.Now().UTC()
-		mb := mailbox.Mailbox{UserID: owner.UserID, Email: fmt.Sprintf("box%d@example.test", boxes), IMAPHost: "localhost",
-			IMAPPort: m.Port(), IMAPSecurity: sec, IMAPLogin: mitmLogin, SyncState: StatePending, SettingsVersion: 1,
-			CreatedAt: now, UpdatedAt: now}
-		if err := v.db.Gorm.Create(&mb).Error; err != nil {
-			t.Fatal(err)
-		}
-		sealed, err := v.box.SealSecret(secret.Secret(mitmPassword), secret.AAD("mailboxes", "imap_password", mb.ID))
-		if err != nil {
-			t.Fatal(err)
-		}
-		mb.IMAPPassword = sealed
-		if err := v.db.Gorm.Model(&mb).Update("imap_password", sealed).Error; err != nil {
-			t.Fatal(err)
-		}
-		f := mailbox.FolderRow{MailboxID: mb.ID, Name: "INBOX", Delimiter: "/", Selected: true, CreatedAt: now}
-		if err := v.db.Gorm.Create(&f).Error; err != nil {
-			t.Fatal(err)
-		}
-		return mb
+		return v.insertMailboxAs(t, fmt.Sprintf("box%d@example.test", boxes), "localhost", m.Port(), sec, mitmLogin, mitmPassword)
 	}
 	stored := func(t *testing.T, id int64) int64 {
 		t.Helper()
