@@ -666,23 +666,7 @@ func imapTLSDetail(tr *imapTracer, st tls.ConnectionState) string {
 		return version
 	}
 	leaf := st.PeerCertificates[0]
-	return tr.t("detail.tls", version, strings.Join(imapCertNames(leaf), ", "), leaf.NotAfter.UTC().Format(time.DateOnly))
-}
-
-// imapCertNames lists the names a certificate is valid for: DNS names and
-// IP addresses, or the common name when it has neither.
-func imapCertNames(cert *x509.Certificate) []string {
-	if cert == nil {
-		return nil
-	}
-	names := slices.Clone(cert.DNSNames)
-	for _, ip := range cert.IPAddresses {
-		names = append(names, ip.String())
-	}
-	if len(names) == 0 && cert.Subject.CommonName != "" {
-		names = append(names, cert.Subject.CommonName)
-	}
-	return names
+	return tr.t("detail.tls", version, strings.Join(netguard.CertNames(leaf), ", "), leaf.NotAfter.UTC().Format(time.DateOnly))
 }
 
 // imapPasswordForms returns the password as a server could echo it. LOGIN

@@ -307,7 +307,7 @@ func (x explainer) netClass(c netguard.Class) string {
 }
 
 func (x explainer) nameMismatch(cert *x509.Certificate, host string) (string, string, string) {
-	names := certNames(cert)
+	names := netguard.CertNames(cert)
 	if len(names) == 0 {
 		return x.out(CodeTLSNameMismatch, "nonames", host)
 	}

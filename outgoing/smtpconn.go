@@ -1116,23 +1116,7 @@ func tlsDetail(tr *tracer, st tls.ConnectionState) string {
 		return version
 	}
 	leaf := st.PeerCertificates[0]
-	return tr.t("detail.tls", version, strings.Join(certNames(leaf), ", "), leaf.NotAfter.UTC().Format(time.DateOnly))
-}
-
-// certNames lists the names a certificate is valid for: DNS names and IP
-// addresses, or the common name when it has neither.
-func certNames(cert *x509.Certificate) []string {
-	if cert == nil {
-		return nil
-	}
-	names := slices.Clone(cert.DNSNames)
-	for _, ip := range cert.IPAddresses {
-		names = append(names, ip.String())
-	}
-	if len(names) == 0 && cert.Subject.CommonName != "" {
-		names = append(names, cert.Subject.CommonName)
-	}
-	return names
+	return tr.t("detail.tls", version, strings.Join(netguard.CertNames(leaf), ", "), leaf.NotAfter.UTC().Format(time.DateOnly))
 }
 
 // tracer turns step outcomes into StepResults for the caller and log lines.
