@@ -132,7 +132,7 @@ func (s *Service) CreateAccount(ctx context.Context, c Caller, in AccountInput) 
 		}
 		return s.sealAccountPassword(tx, &a, pw)
 	})
-	s.routes.forget()
+	s.routes.Clear()
 	if err != nil {
 		return Account{}, rep, accountWriteError(err, a.Email)
 	}
@@ -185,7 +185,7 @@ func (s *Service) UpdateAccount(ctx context.Context, c Caller, id int64, in Acco
 		}
 		return s.sealAccountPassword(tx, &a, pw)
 	})
-	s.routes.forget()
+	s.routes.Clear()
 	if err != nil {
 		return Account{}, rep, accountWriteError(err, a.Email)
 	}
@@ -197,7 +197,7 @@ func (s *Service) UpdateAccount(ctx context.Context, c Caller, id int64, in Acco
 // turn comes.
 func (s *Service) DeleteAccount(ctx context.Context, id int64) error {
 	res := s.db.WithContext(ctx).Where("id = ?", id).Delete(&Account{})
-	s.routes.forget()
+	s.routes.Clear()
 	if res.Error != nil {
 		return fmt.Errorf("delete SMTP account %d: %w", id, res.Error)
 	}

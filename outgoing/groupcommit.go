@@ -119,8 +119,7 @@ func (g *groupCommit) commit(ctx context.Context, batch []*groupReq) {
 		}
 		return
 	}
-	for _, r := range batch {
-		r.m.ID = 0
+	for _, r := range batch { // write reset their ids when the group failed
 		if err := g.write(ctx, []*OutboxMessage{r.m}); err != nil {
 			r.err = fmt.Errorf("insert on its own after the group failed: %w", err)
 		}

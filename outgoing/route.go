@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/mailsync/mailsync/internal/apperr"
@@ -98,7 +97,7 @@ func (systemRouter) Kind() string { return KindSystem }
 func (r systemRouter) Route(ctx context.Context, c Caller, from string) (Route, bool, error) {
 	key := strings.ToLower(from)
 	now := r.s.now()
-	a, ok := r.s.routes.get(key, now)
+	a, ok := r.s.routes.Get(key, now)
 	if !ok {
 		err := r.s.db.WithContext(ctx).Select("id", "email", "sender_name", "shared_with_users").
 			Where("lower(email) = lower(?) AND active = ?", from, true).Take(&a).Error
@@ -108,7 +107,7 @@ func (r systemRouter) Route(ctx context.Context, c Caller, from string) (Route, 
 		if err != nil {
 			return Route{}, false, fmt.Errorf("route %s: %w", from, err)
 		}
-		r.s.routes.put(key, a, now)
+		r.s.routes.Put(key, a, now)
 	}
 	if !c.Admin && !a.SharedWithUsers {
 		return Route{}, false, &apperr.Error{Kind: apperr.ErrForbidden, Code: "sender_not_allowed", Field: "from",
@@ -151,38 +150,3 @@ const (
 	routeCacheTTL = 5 * time.Second
 	routeCacheMax = 1024
 )
-
-type routeCache struct {
-	mu sync.Mutex
-	m  map[string]routeEntry
-}
-
-type routeEntry struct {
-	a     Account
-	until time.Time
-}
-
-func (c *routeCache) get(key string, now time.Time) (Account, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.m[key]
-	if !ok || !now.Before(e.until) {
-		return Account{}, false
-	}
-	return e.a, true
-}
-
-func (c *routeCache) put(key string, a Account, now time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil || len(c.m) >= routeCacheMax {
-		c.m = make(map[string]routeEntry)
-	}
-	c.m[key] = routeEntry{a: a, until: now.Add(routeCacheTTL)}
-}
-
-func (c *routeCache) forget() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.m = nil
-}

@@ -8,6 +8,7 @@ import (
 	"github.com/mailsync/mailsync/internal/ratelimit"
 	"github.com/mailsync/mailsync/internal/secret"
 	"github.com/mailsync/mailsync/internal/store"
+	"github.com/mailsync/mailsync/internal/ttlcache"
 )
 
 // Checker runs the step-by-step SMTP check; *Network is one.
@@ -92,7 +93,7 @@ type Service struct {
 	wake    chan struct{}
 	limiter *ratelimit.Limiter
 	inserts *groupCommit
-	routes  routeCache
+	routes  *ttlcache.Cache[string, Account] // From address → active system account
 }
 
 // Deps are what a Service needs.
@@ -114,6 +115,7 @@ func NewService(d Deps, cfg Config) *Service {
 		db: d.DB, box: d.Box, net: d.Network, checker: d.Checker, clock: d.Clock,
 		cfg: cfg.withDefaults(), log: d.Logger, metrics: d.Metrics,
 		wake: make(chan struct{}, 1), inserts: &groupCommit{db: d.DB},
+		routes: ttlcache.New[string, Account](routeCacheTTL, routeCacheMax),
 	}
 	if s.checker == nil {
 		s.checker = d.Network

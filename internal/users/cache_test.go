@@ -46,15 +46,3 @@ func TestRevokedElsewhereStopsWithinTheCacheTTL(t *testing.T) {
 		}
 	})
 }
-
-// The cache is bounded: past authCacheMax tokens it starts over.
-func TestAuthCacheIsBounded(t *testing.T) {
-	s := &Store{}
-	now := time.Now()
-	for i := range authCacheMax + 10 {
-		s.remember(string(rune(i)), User{ID: int64(i)}, now)
-	}
-	if n := len(s.known); n > authCacheMax {
-		t.Errorf("cache holds %d tokens, want at most %d", n, authCacheMax)
-	}
-}

@@ -18,12 +18,12 @@ import (
 	"fmt"
 	"net/mail"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/mailsync/mailsync/internal/apperr"
 	"github.com/mailsync/mailsync/internal/secret"
 	"github.com/mailsync/mailsync/internal/store"
+	"github.com/mailsync/mailsync/internal/ttlcache"
 	"gorm.io/gorm"
 )
 
@@ -56,8 +56,7 @@ type Store struct {
 	db  *store.DB
 	now func() time.Time
 
-	mu    sync.Mutex
-	known map[string]knownToken // by token hash: tokens checked lately
+	known *ttlcache.Cache[string, User] // by token hash: tokens checked lately
 }
 
 // A token checked against the database is trusted for authCacheTTL without
@@ -71,40 +70,10 @@ const (
 	authCacheMax = 4096
 )
 
-type knownToken struct {
-	user  User
-	until time.Time
-}
-
 // New returns a Store on db.
 func New(db *store.DB) *Store {
-	return &Store{db: db, now: func() time.Time { return time.Now().UTC() }}
-}
-
-func (s *Store) cached(hash string, now time.Time) (User, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	k, ok := s.known[hash]
-	if !ok || !now.Before(k.until) {
-		return User{}, false
-	}
-	return k.user, true
-}
-
-func (s *Store) remember(hash string, u User, now time.Time) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.known == nil || len(s.known) >= authCacheMax {
-		s.known = make(map[string]knownToken)
-	}
-	s.known[hash] = knownToken{user: u, until: now.Add(authCacheTTL)}
-}
-
-// forget drops every remembered token, after a change to tokens.
-func (s *Store) forget() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.known = nil
+	return &Store{db: db, now: func() time.Time { return time.Now().UTC() },
+		known: ttlcache.New[string, User](authCacheTTL, authCacheMax)}
 }
 
 // NormalizeEmail validates a bare address and returns it trimmed.
@@ -209,7 +178,7 @@ func (s *Store) Authenticate(ctx context.Context, token string) (User, error) {
 	}
 	hash := hashToken(token)
 	now := s.now()
-	if u, ok := s.cached(hash, now); ok {
+	if u, ok := s.known.Get(hash, now); ok {
 		return u, nil
 	}
 	var t apiToken
@@ -231,7 +200,7 @@ func (s *Store) Authenticate(ctx context.Context, token string) (User, error) {
 		// Best effort: a failed bookkeeping write must not refuse the request.
 		_ = s.db.WithContext(ctx).Model(&apiToken{}).Where("id = ?", t.ID).Update("last_used_at", now).Error
 	}
-	s.remember(hash, u, now)
+	s.known.Put(hash, u, now)
 	return u, nil
 }
 
@@ -261,7 +230,7 @@ func (s *Store) Tokens(ctx context.Context, userID int64) ([]Token, error) {
 // authenticates nobody. A token of another user answers as missing.
 func (s *Store) RevokeToken(ctx context.Context, userID, tokenID int64) error {
 	res := s.db.WithContext(ctx).Where("id = ? AND user_id = ?", tokenID, userID).Delete(&apiToken{})
-	s.forget()
+	s.known.Clear()
 	if res.Error != nil {
 		return fmt.Errorf("revoke token %d of user %d: %w", tokenID, userID, res.Error)
 	}
