@@ -28,7 +28,11 @@ func TestHostileProbe(t *testing.T) {
 
 	var keep []byte
 	pr = Probe(t, opts, func() { keep = make([]byte, 96<<20); keep[len(keep)-1] = 1 })
-	if pr.HeapGrowth < 96<<20 || pr.Allocated < 96<<20 {
+	// HeapGrowth is in-use heap against the start, and the collector may
+	// free a little of what was live at the start while f runs (CI saw
+	// 95.0 MiB): the bound is well below 96 MiB, yet above the 64 MiB
+	// the hostile suites allow, so it still tells a seen allocation from none.
+	if pr.HeapGrowth < 80<<20 || pr.Allocated < 96<<20 {
 		t.Errorf("96 MiB allocated and kept: HeapGrowth %d, Allocated %d", pr.HeapGrowth, pr.Allocated)
 	}
 	keep = nil
