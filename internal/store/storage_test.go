@@ -142,3 +142,46 @@ func TestBackgroundCheckpoint(t *testing.T) {
 		t.Fatalf("Close() = %v", err)
 	}
 }
+
+// TestSQLiteNoCacheSpill: a transaction larger than the page cache keeps
+// its pages until it commits (cache_spill off): nothing reaches the WAL
+// before the commit, and the commit writes it all.
+func TestSQLiteNoCacheSpill(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "spill.db")
+	db, err := store.Open(ctx, "sqlite://"+path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Gorm.Exec("CREATE TABLE blobs (id INTEGER PRIMARY KEY, b BLOB)").Error; err != nil {
+		t.Fatal(err)
+	}
+	walSize := func() int64 {
+		st, err := os.Stat(path + "-wal")
+		if err != nil {
+			return 0
+		}
+		return st.Size()
+	}
+	before := walSize()
+	tx := db.WithContext(ctx).Begin()
+	blob := bytes.Repeat([]byte{0xA5}, 1<<20)
+	for i := range 8 { // 8 MiB, four times SQLite's default 2 MiB cache
+		if err := tx.Exec("INSERT INTO blobs (id, b) VALUES (?, ?)", i, blob).Error; err != nil {
+			tx.Rollback()
+			t.Fatal(err)
+		}
+	}
+	during := walSize()
+	if err := tx.Commit().Error; err != nil {
+		t.Fatal(err)
+	}
+	if during-before > 1<<20 {
+		t.Errorf("the WAL grew by %d bytes before the commit, want the pages held in the cache", during-before)
+	}
+	var n int64
+	if err := db.Gorm.Raw("SELECT count(*) FROM blobs WHERE length(b) = ?", len(blob)).Scan(&n).Error; err != nil || n != 8 {
+		t.Errorf("after the commit: %d rows (%v), want 8", n, err)
+	}
+}

@@ -146,6 +146,14 @@ func sqliteDSN(path string) string {
 	// Statement journals and sorts in memory, not in temporary files
 	// opened and removed for every multi-row statement.
 	q.Add("_pragma", "temp_store(MEMORY)")
+	// No cache spill: a transaction larger than the page cache (2 MiB; a
+	// sync commit is up to 8 MiB of bodies) otherwise writes pages to the
+	// WAL before it commits, and each such page goes into the statement
+	// journal first, all of it memory that modernc's allocator maps and
+	// unmaps for each use. With spill off the cache holds a transaction's
+	// pages until it commits and shrinks back after: 20 % less CPU for an
+	// initial sync (docs/benchmarks.md, "IMAP sync").
+	q.Add("_pragma", "cache_spill(0)")
 	q.Set("_txlock", "immediate")
 	return path + "?" + q.Encode()
 }
