@@ -126,8 +126,23 @@ func (g *groupCommit) commit(ctx context.Context, batch []*groupReq) {
 	}
 }
 
+// write inserts rows and their bodies in one transaction. On PostgreSQL
+// that is two multi-row statements (two round trips). SQLite has no round
+// trips, and multi-row statements cost it a statement journal
+// (sqlitewrite.go): there each row is a single-row INSERT.
 func (g *groupCommit) write(ctx context.Context, rows []*OutboxMessage) error {
-	err := g.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := hotSession(ctx, g.db).Transaction(func(tx *gorm.DB) error {
+		if g.db.Dialect == store.SQLite {
+			for _, m := range rows {
+				if err := insertRow(tx, m, func(id int64) { m.ID = id }); err != nil {
+					return err
+				}
+				if err := tx.Create(&outboxBody{OutboxID: m.ID, Raw: m.Raw}).Error; err != nil {
+					return err
+				}
+			}
+			return nil
+		}
 		if err := tx.Create(rows).Error; err != nil {
 			return err
 		}

@@ -127,7 +127,7 @@ func (w *Worker) claim(ctx context.Context) ([]OutboxMessage, error) {
 	s := w.s
 	now := s.now()
 	var msgs []OutboxMessage
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := hotSession(ctx, s.db).Transaction(func(tx *gorm.DB) error {
 		if err := w.expireLeases(tx, now); err != nil {
 			return err
 		}
@@ -159,11 +159,17 @@ func (w *Worker) claim(ctx context.Context) ([]OutboxMessage, error) {
 			ids = append(ids, d.ID)
 			total += d.Size
 		}
-		lease := now.Add(s.cfg.LeaseTTL)
-		if err := tx.Model(&OutboxMessage{}).Where("id IN ?", ids).Updates(map[string]any{
-			"status": StatusSending, "lease_owner": w.owner, "lease_until": lease,
+		lease := map[string]any{
+			"status": StatusSending, "lease_owner": w.owner, "lease_until": now.Add(s.cfg.LeaseTTL),
 			"attempts": gorm.Expr("attempts + 1"), "updated_at": now,
-		}).Error; err != nil {
+		}
+		if s.db.Dialect == store.SQLite { // one row per statement: sqlitewrite.go
+			for _, id := range ids {
+				if _, err := updateRow(tx, id, "", lease); err != nil {
+					return fmt.Errorf("lease message: %w", err)
+				}
+			}
+		} else if err := tx.Model(&OutboxMessage{}).Where("id IN ?", ids).Updates(lease).Error; err != nil {
 			return fmt.Errorf("lease messages: %w", err)
 		}
 		if err := tx.Where("id IN ?", ids).Order("id").Find(&msgs).Error; err != nil {
@@ -481,7 +487,7 @@ func (r *recorder) run() {
 func (r *recorder) write(batch []outcome) {
 	w := r.w
 	tx := func(b []outcome) error {
-		return w.s.db.WithContext(r.ctx).Transaction(func(tx *gorm.DB) error { return w.writeOutcomes(tx, b) })
+		return hotSession(r.ctx, w.s.db).Transaction(func(tx *gorm.DB) error { return w.writeOutcomes(tx, b) })
 	}
 	if err := tx(batch); err != nil {
 		for i := range batch {
@@ -543,6 +549,20 @@ func (w *Worker) writeOutcomes(tx *gorm.DB, batch []outcome) error {
 			continue
 		}
 		mine = append(mine, o)
+	}
+	if w.s.db.Dialect == store.SQLite { // one row per statement: sqlitewrite.go
+		for _, o := range mine {
+			if _, err := updateRow(tx, o.m.ID, w.owner, o.upd); err != nil {
+				return fmt.Errorf("record outcome: %w", err)
+			}
+		}
+		for i := range entries {
+			e := &entries[i]
+			if err := insertRow(tx, e, func(id int64) { e.ID = id }); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	if len(mine) > 0 {
 		query, args := outcomeUpdate(mine, w.owner)

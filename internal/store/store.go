@@ -33,6 +33,7 @@ type DB struct {
 	Dialect Dialect
 	sql     *sql.DB
 	ckpt    *checkpointer // SQLite's WAL checkpoints; nil on PostgreSQL
+	pins    *allocPins    // SQLite's C allocator kept from churning (sqlitealloc.go)
 }
 
 // Options tune Open. The zero value is fine.
@@ -113,6 +114,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
 	}
 	if dialect == SQLite {
 		db.ckpt = startCheckpointer(sqlDB, sqlitePath, log)
+		db.pins = pinAllocator()
 	}
 	return db, nil
 }
@@ -161,6 +163,14 @@ func sqliteDSN(path string) string {
 // WithContext returns a gorm session bound to ctx: the way every query starts.
 func (db *DB) WithContext(ctx context.Context) *gorm.DB { return db.Gorm.WithContext(ctx) }
 
+// Prepared returns a gorm session bound to ctx whose statements are
+// prepared once per connection and kept, for hot paths that run the same
+// few statements many times. It matters on SQLite, where the driver
+// otherwise parses every statement anew (pgx caches statements itself).
+func (db *DB) Prepared(ctx context.Context) *gorm.DB {
+	return db.Gorm.Session(&gorm.Session{PrepareStmt: true, Context: ctx})
+}
+
 // Ping checks the database answers.
 func (db *DB) Ping(ctx context.Context) error { return db.sql.PingContext(ctx) }
 
@@ -169,7 +179,9 @@ func (db *DB) Close() error {
 	if db.ckpt != nil {
 		db.ckpt.stop()
 	}
-	return db.sql.Close()
+	err := db.sql.Close()
+	db.pins.release()
+	return err
 }
 
 // Ready reports whether the database answers and carries every migration.
