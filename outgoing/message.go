@@ -309,7 +309,14 @@ func (d *Draft) render(maxBytes int64, rt Route, now time.Time, from *mail.Addre
 		}
 		m.AttachReadSeeker(a.Filename, bytes.NewReader(a.Content), opts...)
 	}
+	// Sized once for what the message will take (quoted-printable adds a
+	// little, base64 a third), instead of growing by doubling.
+	size := 2048 + len(d.Text) + len(d.HTML) + (len(d.Text)+len(d.HTML))/8
+	for _, a := range d.Attachments {
+		size += len(a.Content)*4/3 + len(a.Content)/38 + 512
+	}
 	var buf bytes.Buffer
+	buf.Grow(int(min(int64(size), maxBytes+4096)))
 	if _, err := m.WriteTo(&buf); err != nil {
 		return nil, fmt.Errorf("render message: %w", err)
 	}

@@ -29,6 +29,8 @@ package outgoing
 //     made valid UTF-8 without NUL before it is stored.
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -291,7 +293,8 @@ type Conn struct {
 	// resetPending: Reset was called on a PIPELINING session; the RSET is
 	// sent with the next transaction.
 	resetPending bool
-	pipelined    bool // a transaction went out pipelined: Reset may wait
+	pipelined    bool   // a transaction went out pipelined: Reset may wait
+	copyBuf      []byte // DATA's copy buffer, kept for the connection's next message
 }
 
 // Dial runs the steps dns, tcp, tls (ssl only), ehlo (greeting and EHLO),
@@ -760,9 +763,12 @@ func (c *Conn) data(ctx context.Context, msg io.Reader, tr *tracer) (*Reply, err
 // the final dot.
 func (c *Conn) dataBody(ctx context.Context, msg io.Reader, tr *tracer, start time.Time) (*Reply, error) {
 	text := c.client.Text
-	dw := text.DotWriter()
+	dw := &dotStuffer{w: text.W, lineStart: true, empty: true}
 	src := &readErrRecorder{r: msg}
-	n, err := io.Copy(&armedWriter{w: dw, c: c, ctx: ctx}, src)
+	if c.copyBuf == nil {
+		c.copyBuf = make([]byte, 32<<10)
+	}
+	n, err := io.CopyBuffer(&armedWriter{w: dw, c: c, ctx: ctx}, src, c.copyBuf)
 	if err == nil {
 		// Send the buffered body before the dot, so that a failure here is
 		// known to have happened before the dot left.
@@ -796,6 +802,68 @@ func (c *Conn) dataBody(ctx context.Context, msg io.Reader, tr *tracer, start ti
 	r := scrubReply(parseReply(code, msgText), c.secrets)
 	tr.ok(StepData, start, r, tr.t("detail.data", n))
 	return r, nil
+}
+
+// dotStuffer writes a DATA body as RFC 5321 wants it, as textproto's
+// DotWriter does — a line that starts with "." gets another, a bare LF
+// becomes CRLF, Close ends the body with CRLF "." CRLF — but a line at a
+// time instead of a byte at a time, which was most of DATA's own CPU.
+type dotStuffer struct {
+	w         *bufio.Writer
+	lineStart bool // the next byte starts a line
+	cr        bool // the last byte written was CR
+	empty     bool // nothing written yet
+}
+
+func (d *dotStuffer) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		d.empty = false
+		if d.lineStart && p[0] == '.' {
+			if err := d.w.WriteByte('.'); err != nil {
+				return n - len(p), err
+			}
+		}
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			if _, err := d.w.Write(p); err != nil {
+				return n - len(p), err
+			}
+			d.lineStart, d.cr = false, p[len(p)-1] == '\r'
+			return n, nil
+		}
+		hasCR := (i > 0 && p[i-1] == '\r') || (i == 0 && d.cr)
+		if _, err := d.w.Write(p[:i]); err != nil {
+			return n - len(p), err
+		}
+		if !hasCR {
+			if err := d.w.WriteByte('\r'); err != nil {
+				return n - len(p), err
+			}
+		}
+		if err := d.w.WriteByte('\n'); err != nil {
+			return n - len(p), err
+		}
+		d.lineStart, d.cr = true, false
+		p = p[i+1:]
+	}
+	return n, nil
+}
+
+// Close ends the body (with a line break first when it did not end in
+// one) and flushes.
+func (d *dotStuffer) Close() error {
+	end := ".\r\n"
+	switch {
+	case d.empty || !d.lineStart && !d.cr:
+		end = "\r\n" + end
+	case d.cr:
+		end = "\n" + end
+	}
+	if _, err := d.w.WriteString(end); err != nil {
+		return err
+	}
+	return d.w.Flush()
 }
 
 // armedWriter restarts the step deadline before each chunk, so that a long
