@@ -25,7 +25,8 @@ const (
 // running leads; when its own commit is done and more submissions are
 // waiting, it hands the lead to one of them and returns.
 type groupCommit struct {
-	db *store.DB
+	db     *store.DB
+	sqlite *sqliteWrites // nil: multi-row statements
 
 	mu      sync.Mutex
 	pending []*groupReq
@@ -131,13 +132,13 @@ func (g *groupCommit) commit(ctx context.Context, batch []*groupReq) {
 // trips, and multi-row statements cost it a statement journal
 // (sqlitewrite.go): there each row is a single-row INSERT.
 func (g *groupCommit) write(ctx context.Context, rows []*OutboxMessage) error {
-	err := hotSession(ctx, g.db).Transaction(func(tx *gorm.DB) error {
-		if g.db.Dialect == store.SQLite {
+	err := g.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if si := g.sqlite; si != nil {
 			for _, m := range rows {
-				if err := insertRow(tx, m, func(id int64) { m.ID = id }); err != nil {
+				if err := si.outbox.insert(tx, m); err != nil {
 					return err
 				}
-				if err := tx.Create(&outboxBody{OutboxID: m.ID, Raw: m.Raw}).Error; err != nil {
+				if err := si.body.insert(tx, &outboxBody{OutboxID: m.ID, Raw: m.Raw}); err != nil {
 					return err
 				}
 			}

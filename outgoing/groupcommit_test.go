@@ -33,7 +33,7 @@ func gcCount(t *testing.T, db *store.DB) int64 {
 // rest of its group is committed.
 func TestGroupCommitIsolatesABadRow(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, db *store.DB) {
-		g := &groupCommit{db: db}
+		g := NewService(Deps{DB: db}, Config{}).inserts // on SQLite, with its single-row writes
 		missing := int64(9999)
 		batch := []*groupReq{{m: gcMessage(1, nil, 10)}, {m: gcMessage(2, &missing, 10)}, {m: gcMessage(3, nil, 10)}}
 		g.commit(context.Background(), batch)
@@ -55,7 +55,7 @@ func TestGroupCommitIsolatesABadRow(t *testing.T) {
 // every good row is committed.
 func TestGroupCommitConcurrent(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, db *store.DB) {
-		g := &groupCommit{db: db}
+		g := NewService(Deps{DB: db}, Config{}).inserts // on SQLite, with its single-row writes
 		const n = 200
 		missing := int64(9999)
 		ids := make([]int64, n)

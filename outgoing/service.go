@@ -93,6 +93,7 @@ type Service struct {
 	wake    chan struct{}
 	limiter *ratelimit.Limiter
 	inserts *groupCommit
+	sqlite  *sqliteWrites                    // the hot paths' statements on SQLite (sqlitewrite.go); nil elsewhere
 	routes  *ttlcache.Cache[string, Account] // From address → active system account
 }
 
@@ -128,6 +129,13 @@ func NewService(d Deps, cfg Config) *Service {
 	}
 	if s.metrics == nil {
 		s.metrics = NewMetrics(nil)
+	}
+	if s.db.Dialect == store.SQLite {
+		sw, err := newSQLiteWrites(context.Background(), s.db)
+		if err != nil { // the multi-row statements still work
+			s.log.Error("outbox: prepared single-row writes unavailable", "error", err)
+		}
+		s.sqlite, s.inserts.sqlite = sw, sw
 	}
 	s.routers = []Router{systemRouter{s}, smtpRouter{s}, addressRouter{s}}
 	s.limiter = d.Limiter

@@ -2,12 +2,17 @@ package outgoing
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
+	"sync"
+	"time"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
+	"gorm.io/gorm/schema"
 
 	"github.com/mailsync/mailsync/internal/store"
 )
@@ -18,54 +23,132 @@ import (
 // changes, so that a failed statement can be undone inside its transaction
 // — when the statement may write several rows and may abort: a multi-row
 // INSERT or UPDATE, and also a single-row INSERT … RETURNING (RETURNING is
-// built as a trigger). With the pure-Go SQLite the journal's memory is
+// built as a trigger). With the pure-Go SQLite the journal's memory was
 // mapped and unmapped for every statement; on the outbox's paths it was a
-// quarter of serve's CPU (docs/benchmarks.md, "Outbox throughput"). So on
+// quarter of serve's CPU (docs/benchmarks.md, "Outbox throughput"). And
+// its driver parses every statement anew unless it is prepared. So on
 // SQLite these paths write one row per statement, without RETURNING, with
-// statements prepared once per connection (store.DB.Prepared). PostgreSQL
-// keeps its multi-row statements: there each statement is a round trip.
+// statements each connection prepares once. PostgreSQL keeps its
+// multi-row statements: there each statement is a round trip, and pgx
+// caches prepared statements itself.
+type sqliteWrites struct {
+	db                *store.DB
+	outbox, body, log *rowInserter
 
-// hotSession starts the outbox's hot-path statements: with statements
-// prepared once per connection on SQLite.
-func hotSession(ctx context.Context, db *store.DB) *gorm.DB {
-	if db.Dialect == store.SQLite {
-		return db.Prepared(ctx)
-	}
-	return db.WithContext(ctx)
+	mu    sync.Mutex
+	stmts map[string]*sql.Stmt // UPDATE texts, one per set of columns
 }
 
-// insertRow inserts one row of a model whose primary key is an
-// autoincrement "id" and sets the ID from the driver's last insert id:
-// gorm's own SQL for the row, without the RETURNING it adds on SQLite.
-func insertRow(tx *gorm.DB, row any, setID func(int64)) error {
-	st := tx.Session(&gorm.Session{DryRun: true}).Create(row).Statement
-	if st.Error != nil {
-		return st.Error
+// maxCachedStmts bounds sqliteWrites.stmts; the outbox's updates use a
+// handful of column sets.
+const maxCachedStmts = 64
+
+func newSQLiteWrites(ctx context.Context, db *store.DB) (*sqliteWrites, error) {
+	w := &sqliteWrites{db: db, stmts: map[string]*sql.Stmt{}}
+	var err error
+	if w.outbox, err = newRowInserter(ctx, db, &OutboxMessage{}); err != nil {
+		return nil, err
 	}
-	q, ok := strings.CutSuffix(st.SQL.String(), " RETURNING `id`")
-	if !ok {
-		return fmt.Errorf("insert %s: unexpected statement %q", st.Table, q)
+	if w.body, err = newRowInserter(ctx, db, &outboxBody{}); err != nil {
+		return nil, err
 	}
-	res, err := tx.Statement.ConnPool.ExecContext(tx.Statement.Context, q, st.Vars...)
+	if w.log, err = newRowInserter(ctx, db, &LogEntry{}); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// exec runs a prepared statement inside gorm's transaction tx.
+func exec(tx *gorm.DB, stmt *sql.Stmt, args ...any) (sql.Result, error) {
+	ctx := tx.Statement.Context
+	if sqlTx, ok := tx.Statement.ConnPool.(*sql.Tx); ok {
+		return sqlTx.StmtContext(ctx, stmt).ExecContext(ctx, args...)
+	}
+	return stmt.ExecContext(ctx, args...)
+}
+
+// rowInserter inserts rows of one model with one prepared statement,
+// built once from the model's gorm schema: the columns gorm would insert,
+// without the RETURNING it adds on SQLite and without its per-row
+// callbacks. Like gorm, it fills zero created/updated times with the
+// current time and sets an autoincrement primary key from the driver's
+// last insert id.
+type rowInserter struct {
+	stmt   *sql.Stmt
+	fields []*schema.Field
+	id     *schema.Field // the autoincrement primary key, if any
+}
+
+func newRowInserter(ctx context.Context, db *store.DB, model any) (*rowInserter, error) {
+	st := &gorm.Statement{DB: db.Gorm}
+	if err := st.Parse(model); err != nil {
+		return nil, fmt.Errorf("parse %T: %w", model, err)
+	}
+	ri := &rowInserter{}
+	var cols, marks []string
+	for _, f := range st.Schema.Fields {
+		if f.DBName == "" || !f.Creatable {
+			continue
+		}
+		if f.PrimaryKey && f.AutoIncrement {
+			ri.id = f
+			continue
+		}
+		ri.fields = append(ri.fields, f)
+		cols, marks = append(cols, f.DBName), append(marks, "?")
+	}
+	q := "INSERT INTO " + st.Schema.Table + " (" + strings.Join(cols, ", ") + ") VALUES (" + strings.Join(marks, ", ") + ")"
+	var err error
+	if ri.stmt, err = db.Prepare(ctx, q); err != nil {
+		return nil, fmt.Errorf("prepare insert into %s: %w", st.Schema.Table, err)
+	}
+	return ri, nil
+}
+
+var timeType = reflect.TypeFor[time.Time]()
+
+// insert inserts row, a pointer to the model, inside tx.
+func (ri *rowInserter) insert(tx *gorm.DB, row any) error {
+	ctx := tx.Statement.Context
+	rv := reflect.ValueOf(row).Elem()
+	args := make([]any, len(ri.fields))
+	var now time.Time
+	for i, f := range ri.fields {
+		v, zero := f.ValueOf(ctx, rv)
+		if zero && (f.AutoCreateTime != 0 || f.AutoUpdateTime != 0) && f.FieldType == timeType {
+			if now.IsZero() {
+				now = time.Now()
+			}
+			if err := f.Set(ctx, rv, now); err != nil {
+				return err
+			}
+			v = now
+		}
+		args[i] = v
+	}
+	res, err := exec(tx, ri.stmt, args...)
 	if err != nil {
-		return fmt.Errorf("insert %s: %w", st.Table, err)
+		return err
 	}
-	id, err := res.LastInsertId()
-	if err != nil {
-		return fmt.Errorf("insert %s: %w", st.Table, err)
+	if ri.id != nil {
+		id, err := res.LastInsertId()
+		if err != nil {
+			return err
+		}
+		return ri.id.Set(ctx, rv, id)
 	}
-	setID(id)
 	return nil
 }
 
-// updateRow sets cols (columns to values) on one outbox row, held by
-// owner when owner is not empty; it reports whether the row was updated.
-func updateRow(tx *gorm.DB, id int64, owner string, cols map[string]any) (bool, error) {
+// updateRow sets cols (columns to values or clause.Expr) on one outbox
+// row, held by owner when owner is not empty; it reports whether the row
+// was updated.
+func (w *sqliteWrites) updateRow(tx *gorm.DB, id int64, owner string, cols map[string]any) (bool, error) {
 	names := make([]string, 0, len(cols))
 	for c := range cols {
 		names = append(names, c)
 	}
-	slices.Sort(names) // one statement text, so one prepared statement, per set of columns
+	slices.Sort(names) // one statement text per set of columns
 	var b strings.Builder
 	args := make([]any, 0, len(names)+2)
 	b.WriteString("UPDATE outbox SET ")
@@ -87,10 +170,32 @@ func updateRow(tx *gorm.DB, id int64, owner string, cols map[string]any) (bool, 
 		b.WriteString(" AND lease_owner = ?")
 		args = append(args, owner)
 	}
-	res, err := tx.Statement.ConnPool.ExecContext(tx.Statement.Context, b.String(), args...)
+	stmt, err := w.prepared(tx.Statement.Context, b.String())
+	if err != nil {
+		return false, err
+	}
+	res, err := exec(tx, stmt, args...)
 	if err != nil {
 		return false, err
 	}
 	n, err := res.RowsAffected()
 	return n == 1, err
+}
+
+// prepared returns query prepared on the pool, kept for next time while
+// there is room.
+func (w *sqliteWrites) prepared(ctx context.Context, query string) (*sql.Stmt, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if s, ok := w.stmts[query]; ok {
+		return s, nil
+	}
+	s, err := w.db.Prepare(ctx, query)
+	if err != nil {
+		return nil, fmt.Errorf("prepare %q: %w", query, err)
+	}
+	if len(w.stmts) < maxCachedStmts {
+		w.stmts[query] = s
+	}
+	return s, nil
 }

@@ -127,7 +127,7 @@ func (w *Worker) claim(ctx context.Context) ([]OutboxMessage, error) {
 	s := w.s
 	now := s.now()
 	var msgs []OutboxMessage
-	err := hotSession(ctx, s.db).Transaction(func(tx *gorm.DB) error {
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := w.expireLeases(tx, now); err != nil {
 			return err
 		}
@@ -163,9 +163,9 @@ func (w *Worker) claim(ctx context.Context) ([]OutboxMessage, error) {
 			"status": StatusSending, "lease_owner": w.owner, "lease_until": now.Add(s.cfg.LeaseTTL),
 			"attempts": gorm.Expr("attempts + 1"), "updated_at": now,
 		}
-		if s.db.Dialect == store.SQLite { // one row per statement: sqlitewrite.go
+		if si := s.sqlite; si != nil { // one row per statement: sqlitewrite.go
 			for _, id := range ids {
-				if _, err := updateRow(tx, id, "", lease); err != nil {
+				if _, err := si.updateRow(tx, id, "", lease); err != nil {
 					return fmt.Errorf("lease message: %w", err)
 				}
 			}
@@ -487,7 +487,7 @@ func (r *recorder) run() {
 func (r *recorder) write(batch []outcome) {
 	w := r.w
 	tx := func(b []outcome) error {
-		return hotSession(r.ctx, w.s.db).Transaction(func(tx *gorm.DB) error { return w.writeOutcomes(tx, b) })
+		return w.s.db.WithContext(r.ctx).Transaction(func(tx *gorm.DB) error { return w.writeOutcomes(tx, b) })
 	}
 	if err := tx(batch); err != nil {
 		for i := range batch {
@@ -550,16 +550,15 @@ func (w *Worker) writeOutcomes(tx *gorm.DB, batch []outcome) error {
 		}
 		mine = append(mine, o)
 	}
-	if w.s.db.Dialect == store.SQLite { // one row per statement: sqlitewrite.go
+	if si := w.s.sqlite; si != nil { // one row per statement: sqlitewrite.go
 		for _, o := range mine {
-			if _, err := updateRow(tx, o.m.ID, w.owner, o.upd); err != nil {
+			if _, err := si.updateRow(tx, o.m.ID, w.owner, o.upd); err != nil {
 				return fmt.Errorf("record outcome: %w", err)
 			}
 		}
 		for i := range entries {
-			e := &entries[i]
-			if err := insertRow(tx, e, func(id int64) { e.ID = id }); err != nil {
-				return err
+			if err := si.log.insert(tx, &entries[i]); err != nil {
+				return fmt.Errorf("log outcome: %w", err)
 			}
 		}
 		return nil

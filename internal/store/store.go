@@ -163,12 +163,13 @@ func sqliteDSN(path string) string {
 // WithContext returns a gorm session bound to ctx: the way every query starts.
 func (db *DB) WithContext(ctx context.Context) *gorm.DB { return db.Gorm.WithContext(ctx) }
 
-// Prepared returns a gorm session bound to ctx whose statements are
-// prepared once per connection and kept, for hot paths that run the same
-// few statements many times. It matters on SQLite, where the driver
-// otherwise parses every statement anew (pgx caches statements itself).
-func (db *DB) Prepared(ctx context.Context) *gorm.DB {
-	return db.Gorm.Session(&gorm.Session{PrepareStmt: true, Context: ctx})
+// Prepare prepares query on the pool: each connection prepares it once,
+// when a transaction first runs it there (sql.Tx.StmtContext). For hot
+// paths on SQLite, whose driver otherwise parses every statement anew;
+// gorm's PrepareStmt mode does not help inside transactions (it prepares
+// on the transaction, so database/sql prepares again in the next one).
+func (db *DB) Prepare(ctx context.Context, query string) (*sql.Stmt, error) {
+	return db.sql.PrepareContext(ctx, query)
 }
 
 // Ping checks the database answers.
