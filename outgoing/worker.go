@@ -57,17 +57,53 @@ func (w *Worker) Name() string { return "outbox" }
 
 // Run sends due messages until ctx ends, then lets the messages in flight
 // finish (each bounded by the send timeout) and closes its connections.
+//
+// While one round's messages are on the wire, Run already claims the next
+// round's, so that the connections do not wait for the claim between
+// rounds; those wait, leased, until this round ends (and go back to the
+// queue, unsent, if ctx ends first).
 func (w *Worker) Run(ctx context.Context) error {
 	defer w.pool.closeAll()
+	stopLeases := w.keepLeases(ctx)
+	defer stopLeases()
+	var ahead []OutboxMessage
+	defer func() {
+		for _, m := range ahead {
+			w.release(m)
+		}
+	}()
 	for {
-		n, err := w.ProcessDue(ctx)
+		msgs := ahead
+		ahead = nil
+		var err error
+		if msgs == nil {
+			msgs, err = w.claim(ctx)
+		}
+		if len(msgs) > 0 {
+			if ctx.Err() != nil {
+				ahead = msgs // released by the deferred func
+				return nil
+			}
+			sent := make(chan struct{})
+			go func() {
+				defer close(sent)
+				w.sendRound(ctx, msgs)
+			}()
+			if ctx.Err() == nil {
+				ahead, err = w.claim(ctx)
+				if len(ahead) == 0 {
+					ahead = nil
+				}
+			}
+			<-sent
+		}
 		if err != nil && ctx.Err() == nil {
 			w.s.log.ErrorContext(ctx, "outbox round failed", "error", err)
 		}
 		if ctx.Err() != nil {
 			return nil
 		}
-		if err == nil && n > 0 {
+		if err == nil && (len(msgs) > 0 || ahead != nil) {
 			continue // more may be due right now
 		}
 		timer := time.NewTimer(w.s.cfg.PollInterval)
@@ -92,7 +128,13 @@ func (w *Worker) ProcessDue(ctx context.Context) (int, error) {
 	}
 	stop := w.keepLeases(ctx)
 	defer stop()
+	w.sendRound(ctx, msgs)
+	return len(msgs), nil
+}
 
+// sendRound sends claimed messages, each route's over its own connections,
+// and returns once every outcome is recorded.
+func (w *Worker) sendRound(ctx context.Context, msgs []OutboxMessage) {
 	type key struct {
 		kind string
 		id   int64
@@ -113,7 +155,6 @@ func (w *Worker) ProcessDue(ctx context.Context) (int, error) {
 	}
 	wg.Wait()
 	rec.close() // every outcome is written before the leases stop being renewed
-	return len(msgs), nil
 }
 
 // maxClaimBytes bounds the raw bytes of the messages one round claims, and

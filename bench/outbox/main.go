@@ -416,6 +416,7 @@ func runMailsync(ctx context.Context, o options, sk *sink, caFile, body, dbName 
 		return result{}, err
 	}
 	submitted := time.Since(start)
+	atAccepted, _, _ := sk.stats()
 	if err := sk.wait(ctx, o.n); err != nil {
 		return result{}, fmt.Errorf("%w (log: %s)", err, logPath)
 	}
@@ -430,9 +431,9 @@ func runMailsync(ctx context.Context, o options, sk *sink, caFile, body, dbName 
 	if distinct != o.n {
 		return result{}, fmt.Errorf("the sink has %d distinct Message-IDs of %d", distinct, o.n)
 	}
-	note := fmt.Sprintf("all accepted (202) after %.1f s = %.0f msg/s; all recorded sent after %.1f s; %d arrivals for %d messages; "+
+	note := fmt.Sprintf("all accepted (202) after %.1f s = %.0f msg/s, when the sink had %d; all recorded sent after %.1f s; %d arrivals for %d messages; "+
 		"serve used %.1f s of CPU = %.2f ms per message",
-		submitted.Seconds(), float64(o.n)/submitted.Seconds(), recordedAt.Seconds(), got, distinct,
+		submitted.Seconds(), float64(o.n)/submitted.Seconds(), atAccepted, recordedAt.Seconds(), got, distinct,
 		cpu.Seconds(), cpu.Seconds()*1000/float64(o.n))
 	var accept, drain, drainCPU, drainSelfCPU time.Duration
 	if o.split {
