@@ -46,10 +46,13 @@
 //
 // The raw RFC 822 message is stored in the messages.raw column (BYTEA on
 // PostgreSQL, BLOB on SQLite) in the row's own transaction, encoded as
-// messages.raw_codec says: one S2 block when S2 shrinks it by an eighth or
-// more (text and HTML, to about a third), else the bytes as they came
-// (attachments: base64 of compressed data); rows written before migration
-// 7 are gzip. On PostgreSQL the column's storage is EXTERNAL (no pglz
+// messages.raw_codec says: when base64 runs (attachments) are an eighth of
+// the message or more, a b64s2 container (rawcodec_b64.go) that keeps each
+// run as the bytes it encodes, rebuilt byte for byte on reading (a quarter
+// less to write), with the rest in one S2 block; else one S2 block when S2
+// shrinks the message by an eighth or more (text and HTML, to about a
+// third), else the bytes as they came; rows written before migration 7 are
+// gzip. On PostgreSQL the column's storage is EXTERNAL (no pglz
 // attempt on bytes that do not compress); new SQLite databases have 16 KiB
 // pages. gzip at level 1 cost more CPU per byte than the database's own
 // write of it, for a quarter saved on attachments.

@@ -18,8 +18,14 @@ import (
 
 // Bounds of one folder sync.
 const (
-	flagChunk      = 1000    // UIDs per flag-sweep FETCH and per IN (…) query
-	commitBytes    = 8 << 20 // stored (encoded) bytes buffered before a commit
+	flagChunk = 1000 // UIDs per flag-sweep FETCH and per IN (…) query
+	// commitBytes is the stored (encoded) bytes buffered before a commit:
+	// a commit that fits SQLite's default page cache (2 MiB) is written
+	// once, at the commit; a larger one grows the cache for the
+	// transaction and gives it back after, and the pure-Go SQLite maps
+	// and unmaps that memory each time (8 MiB commits: 5,000 messages
+	// synced in 5.4 s; 1.5 MiB: 4.9 s).
+	commitBytes    = 3 << 19
 	statementBytes = 1 << 20 // stored (encoded) bytes per INSERT statement
 )
 

@@ -32,7 +32,7 @@ type messageRow struct {
 	Attachments  string
 	RawOmitted   bool
 	CreatedAt    time.Time
-	RawCodec     string // how Raw is encoded: codecS2, codecNone (codecGzip in rows before migration 7)
+	RawCodec     string // how Raw is encoded: codecB64, codecS2, codecNone (codecGzip in rows before migration 7)
 	Raw          []byte
 }
 

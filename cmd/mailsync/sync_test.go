@@ -7,7 +7,6 @@ package main
 
 import (
 	"bytes"
-	"compress/gzip"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
@@ -23,12 +22,12 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
-	"github.com/klauspost/compress/s2"
 
 	"github.com/mailsync/mailsync/internal/secret"
 	"github.com/mailsync/mailsync/internal/store"
 	"github.com/mailsync/mailsync/internal/store/storetest"
 	"github.com/mailsync/mailsync/internal/testpeer"
+	"github.com/mailsync/mailsync/sync"
 )
 
 const syncPass = "Sync-Pa55word"
@@ -261,28 +260,11 @@ func compareWithServer(t *testing.T, db *store.DB, c *imapclient.Client, id int6
 // decodeRaw decodes a stored messages.raw by its raw_codec.
 func decodeRaw(t *testing.T, uid uint32, codec string, raw []byte) []byte {
 	t.Helper()
-	switch codec {
-	case "none":
-		return raw
-	case "s2":
-		b, err := s2.Decode(nil, raw)
-		if err != nil {
-			t.Fatalf("uid %d: raw (s2): %v", uid, err)
-		}
-		return b
-	case "gzip":
-		zr, err := gzip.NewReader(bytes.NewReader(raw))
-		if err != nil {
-			t.Fatalf("uid %d: raw (gzip): %v", uid, err)
-		}
-		b, err := io.ReadAll(zr)
-		if err != nil {
-			t.Fatalf("uid %d: raw (gzip): %v", uid, err)
-		}
-		return b
+	b, err := imapsync.DecodeRaw(codec, raw)
+	if err != nil {
+		t.Fatalf("uid %d: raw (%s): %v", uid, codec, err)
 	}
-	t.Fatalf("uid %d: raw_codec %q", uid, codec)
-	return nil
+	return b
 }
 
 func sortedJoin(s []string) string {
