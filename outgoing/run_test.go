@@ -3,8 +3,8 @@ package outgoing_test
 import (
 	"bytes"
 	"context"
-	"net/mail"
 	"fmt"
+	"net/mail"
 	"sync/atomic"
 	"testing"
 	"time"
