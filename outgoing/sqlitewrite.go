@@ -58,13 +58,16 @@ func newSQLiteWrites(ctx context.Context, db *store.DB) (*sqliteWrites, error) {
 	return w, nil
 }
 
-// exec runs a prepared statement inside gorm's transaction tx.
+// exec runs a prepared statement inside gorm's transaction tx. Outside a
+// database/sql transaction it refuses: run on the pool, the statement would
+// wait for the write lock the caller's own transaction holds.
 func exec(tx *gorm.DB, stmt *sql.Stmt, args ...any) (sql.Result, error) {
-	ctx := tx.Statement.Context
-	if sqlTx, ok := tx.Statement.ConnPool.(*sql.Tx); ok {
-		return sqlTx.StmtContext(ctx, stmt).ExecContext(ctx, args...)
+	sqlTx, ok := tx.Statement.ConnPool.(*sql.Tx)
+	if !ok {
+		return nil, fmt.Errorf("outgoing: a prepared write outside a transaction (%T)", tx.Statement.ConnPool)
 	}
-	return stmt.ExecContext(ctx, args...)
+	ctx := tx.Statement.Context
+	return sqlTx.StmtContext(ctx, stmt).ExecContext(ctx, args...)
 }
 
 // rowInserter inserts rows of one model with one prepared statement,

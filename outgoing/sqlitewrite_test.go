@@ -83,3 +83,14 @@ func TestRowInserterRoundTrip(t *testing.T) {
 		t.Errorf("log entry %+v, %v", gotLog, err)
 	}
 }
+
+// TestPreparedWriteNeedsTransaction: outside a transaction the prepared
+// writes refuse instead of waiting for a lock their caller holds.
+func TestPreparedWriteNeedsTransaction(t *testing.T) {
+	db := storetest.Open(t, store.SQLite)
+	s := NewService(Deps{DB: db}, Config{})
+	err := s.sqlite.log.insert(db.WithContext(context.Background()), &LogEntry{MessageID: "<x@example.com>"})
+	if err == nil {
+		t.Fatal("insert outside a transaction: no error")
+	}
+}
