@@ -84,6 +84,7 @@ func (fs *folderSync) fetchAll(ctx context.Context, uids []uint32) error {
 	e := fs.e
 	bud := newBudget(pipelineBytes)
 	toWork := make(chan *fetched, 64)
+	spare := make(spareBodies, maxSpareBodies)
 	toWrite := make(chan *fetched, 64)
 	readDone := make(chan error, 1)
 	writeDone := make(chan error, 1)
@@ -96,7 +97,9 @@ func (fs *folderSync) fetchAll(ctx context.Context, uids []uint32) error {
 			for m := range toWork {
 				if m.body != nil {
 					n := int64(len(m.body))
-					fs.compress(m, &enc)
+					if b := fs.compress(m, &enc); b != nil {
+						spare.put(b)
+					}
 					bud.give(n)
 				}
 				toWrite <- m
@@ -161,7 +164,7 @@ func (fs *folderSync) fetchAll(ctx context.Context, uids []uint32) error {
 		writeDone <- err
 	}()
 
-	rerr := fs.readAll(uids, toWork, bud, storeErrCh)
+	rerr := fs.readAll(uids, toWork, bud, spare, storeErrCh)
 	close(toWork)
 	readDone <- rerr
 	werr := <-writeDone
@@ -175,7 +178,7 @@ func (fs *folderSync) fetchAll(ctx context.Context, uids []uint32) error {
 var errStoreFailed = errors.New("store failed")
 
 // readAll sends the UID FETCHes and reads every message into toWork.
-func (fs *folderSync) readAll(uids []uint32, toWork chan<- *fetched, bud *budget, storeErr <-chan struct{}) error {
+func (fs *folderSync) readAll(uids []uint32, toWork chan<- *fetched, bud *budget, spare spareBodies, storeErr <-chan struct{}) error {
 	s, f := fs.s, fs.f
 	opts := &imap.FetchOptions{
 		UID: true, Flags: true, InternalDate: true, RFC822Size: true, ModSeq: s.condstore,
@@ -202,7 +205,7 @@ func (fs *folderSync) readAll(uids []uint32, toWork chan<- *fetched, bud *budget
 				}
 				continue
 			}
-			m := fs.readMessage(msg, w, bud)
+			m := fs.readMessage(msg, w, bud, spare)
 			if m.broken != nil {
 				// The connection died inside a literal. go-imap's reader has
 				// moved on: touching this FETCH again (Next, Close) would
@@ -236,7 +239,7 @@ func (fs *folderSync) readAll(uids []uint32, toWork chan<- *fetched, bud *budget
 // readMessage reads one FETCH response. The body is read whole (its size
 // announced by the literal, within the pipeline's budget), or, past
 // MaxMessageBytes, parsed as it streams and dropped.
-func (fs *folderSync) readMessage(msg *imapclient.FetchMessageData, w *watchdog, bud *budget) *fetched {
+func (fs *folderSync) readMessage(msg *imapclient.FetchMessageData, w *watchdog, bud *budget, spare spareBodies) *fetched {
 	e := fs.e
 	m := &fetched{}
 	m.row.MailboxID, m.row.FolderID, m.row.UIDValidity = fs.mb.ID, fs.f.ID, fs.f.UIDValidity
@@ -259,7 +262,7 @@ func (fs *folderSync) readMessage(msg *imapclient.FetchMessageData, w *watchdog,
 				m.failed = errors.New("the server sent no body (NIL)")
 				continue
 			}
-			fs.readBody(m, it.Literal, w, bud)
+			fs.readBody(m, it.Literal, w, bud, spare)
 			if m.broken != nil {
 				return m // no more msg.Next: see readAll
 			}
@@ -315,7 +318,7 @@ func (p *progressReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
-func (fs *folderSync) readBody(m *fetched, lit imap.LiteralReader, w *watchdog, bud *budget) {
+func (fs *folderSync) readBody(m *fetched, lit imap.LiteralReader, w *watchdog, bud *budget, spare spareBodies) {
 	e := fs.e
 	size := lit.Size()
 	if m.row.Size == 0 {
@@ -356,7 +359,7 @@ func (fs *folderSync) readBody(m *fetched, lit imap.LiteralReader, w *watchdog, 
 	w.touch()
 	// The literal's announced size bounds the read (a longer literal is
 	// cut; the rest is dropped).
-	body, err := readGrowing(src, size)
+	body, err := readGrowing(src, size, spare.get(size))
 	if err == nil {
 		_, err = io.Copy(io.Discard, src) // to the literal's end, which releases go-imap's reader
 	}
@@ -371,12 +374,52 @@ func (fs *folderSync) readBody(m *fetched, lit imap.LiteralReader, w *watchdog, 
 // bodyChunk is the most readGrowing allocates ahead of the bytes.
 const bodyChunk = 1 << 20
 
+// Bounds of the bodies the workers hand back to the reader for reuse.
+const (
+	maxSpareBodies = 4
+	maxSpareBytes  = 4 << 20
+)
+
+// spareBodies carries body buffers the workers are done with back to the
+// reader, which reads the next body into one when it is large enough:
+// attachments are most of the bytes, and a fresh buffer for each cost the
+// allocation, its zeroing and the page faults of memory the collector had
+// given back.
+type spareBodies chan []byte
+
+// get returns an empty buffer with room for size bytes, or nil.
+func (s spareBodies) get(size int64) []byte {
+	select {
+	case b := <-s:
+		if int64(cap(b)) >= size {
+			return b[:0]
+		}
+	default:
+	}
+	return nil
+}
+
+// put offers b for reuse; it is dropped when it is large or no room is left.
+func (s spareBodies) put(b []byte) {
+	if cap(b) > maxSpareBytes {
+		return
+	}
+	select {
+	case s <- b[:0]:
+	default:
+	}
+}
+
 // readGrowing reads exactly size bytes from r into a buffer that grows as
 // they arrive (from bodyChunk, doubling, never past size), so that a
 // server announcing a literal larger than what it sends costs only what
-// it sent, not the announcement.
-func readGrowing(r io.Reader, size int64) ([]byte, error) {
-	buf := make([]byte, 0, min(size, bodyChunk))
+// it sent, not the announcement. spare, when its capacity holds size, is
+// read into instead.
+func readGrowing(r io.Reader, size int64, spare []byte) ([]byte, error) {
+	buf := spare[:0]
+	if spare == nil || int64(cap(spare)) < size {
+		buf = make([]byte, 0, min(size, bodyChunk))
+	}
 	for int64(len(buf)) < size {
 		if len(buf) == cap(buf) {
 			grown := make([]byte, len(buf), min(size, 2*int64(cap(buf))))
@@ -398,8 +441,9 @@ func readGrowing(r io.Reader, size int64) ([]byte, error) {
 }
 
 // compress parses a body read whole and encodes it for storage; enc is
-// the worker's (nil: a new one).
-func (fs *folderSync) compress(m *fetched, enc *rawEncoder) {
+// the worker's (nil: a new one). It returns the body's buffer when the row
+// does not keep it (the encoding is a copy), for reuse.
+func (fs *folderSync) compress(m *fetched, enc *rawEncoder) (spare []byte) {
 	if enc == nil {
 		enc = &rawEncoder{}
 	}
@@ -408,10 +452,20 @@ func (fs *folderSync) compress(m *fetched, enc *rawEncoder) {
 	p, err := parseMessage(bytes.NewReader(body))
 	if err != nil {
 		m.failed = err
-		return
+		return body
 	}
 	fill(m, p)
 	m.row.Raw, m.row.RawCodec = enc.encode(body)
+	switch {
+	case m.row.RawCodec != codecNone:
+		return body
+	case cap(body) > 2*len(body)+64<<10:
+		// Stored as it came, in a reused buffer much larger than itself:
+		// keep a copy of its own size instead.
+		m.row.Raw = bytes.Clone(body)
+		return body
+	}
+	return nil
 }
 
 func fill(m *fetched, p parsed) {

@@ -237,24 +237,43 @@ func (v *testEnv) runUntilError(t *testing.T, id int64) error {
 func TestReadGrowing(t *testing.T) {
 	for _, n := range []int{0, 1, 1000, bodyChunk, bodyChunk + 1, 3*bodyChunk + 7} {
 		body := bytes.Repeat([]byte("abcdefg"), n/7+1)[:n]
-		got, err := readGrowing(iotest.OneByteReader(bytes.NewReader(body[:min(n, 10)])), int64(min(n, 10)))
+		got, err := readGrowing(iotest.OneByteReader(bytes.NewReader(body[:min(n, 10)])), int64(min(n, 10)), nil)
 		if err != nil || !bytes.Equal(got, body[:min(n, 10)]) {
 			t.Errorf("readGrowing(%d one byte at a time) = %d bytes, %v", min(n, 10), len(got), err)
 		}
-		got, err = readGrowing(bytes.NewReader(body), int64(n))
+		got, err = readGrowing(bytes.NewReader(body), int64(n), nil)
 		if err != nil || !bytes.Equal(got, body) || cap(got) != n {
 			t.Errorf("readGrowing(%d) = %d bytes (cap %d), %v", n, len(got), cap(got), err)
 		}
 		if n == 0 {
 			continue
 		}
-		got, err = readGrowing(bytes.NewReader(body[:n-1]), int64(n))
+		got, err = readGrowing(bytes.NewReader(body[:n-1]), int64(n), nil)
 		if !errors.Is(err, io.ErrUnexpectedEOF) || len(got) != n-1 {
 			t.Errorf("readGrowing(%d of %d) = %d bytes, %v; want io.ErrUnexpectedEOF", n-1, n, len(got), err)
 		}
-		got, _ = readGrowing(bytes.NewReader(body[:min(n, 10)]), 1<<40)
+		got, _ = readGrowing(bytes.NewReader(body[:min(n, 10)]), 1<<40, nil)
 		if cap(got) > bodyChunk {
 			t.Errorf("readGrowing of 10 bytes announced as 1 TiB allocated %d bytes", cap(got))
 		}
+	}
+}
+
+// TestReadGrowingIntoSpare: a spare buffer large enough is read into (no
+// new buffer), one too small is not, and an empty body is still a body.
+func TestReadGrowingIntoSpare(t *testing.T) {
+	body := bytes.Repeat([]byte("x"), 5000)
+	spare := make([]byte, 0, 8192)
+	got, err := readGrowing(bytes.NewReader(body), int64(len(body)), spare)
+	if err != nil || !bytes.Equal(got, body) || &got[:1][0] != &spare[:1][0] {
+		t.Errorf("into a spare of 8192: %d bytes, %v, same buffer %v", len(got), err, err == nil && &got[:1][0] == &spare[:1][0])
+	}
+	small := make([]byte, 0, 100)
+	got, err = readGrowing(bytes.NewReader(body), int64(len(body)), small)
+	if err != nil || !bytes.Equal(got, body) || &got[:1][0] == &small[:1][0] {
+		t.Errorf("with a spare of 100: %d bytes, %v", len(got), err)
+	}
+	if got, err := readGrowing(bytes.NewReader(nil), 0, nil); err != nil || got == nil {
+		t.Errorf("empty body = %v, %v; want an empty, non-nil body", got, err)
 	}
 }
