@@ -122,7 +122,13 @@ func TestRunClaimsAheadAndReleasesOnStop(t *testing.T) {
 			t.Fatal(err)
 		}
 		if attempts != 0 {
-			t.Errorf("%d messages back in the queue with attempts counted, want none", attempts)
+			var rows []struct {
+				ID, Attempts int
+				LastStep     string
+				LastError    string
+			}
+			db.Gorm.Raw("SELECT id, attempts, last_step, last_error FROM outbox WHERE status = ? AND attempts <> 0", outgoing.StatusQueued).Scan(&rows)
+			t.Errorf("%d messages back in the queue with attempts counted, want none: %+v", attempts, rows)
 		}
 		if got, sent := int64(len(p.Messages())), st[outgoing.StatusSent]; got != sent {
 			t.Errorf("the peer has %d messages, the outbox says %d sent", got, sent)

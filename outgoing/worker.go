@@ -168,7 +168,10 @@ func (w *Worker) claim(ctx context.Context) ([]OutboxMessage, error) {
 	s := w.s
 	now := s.now()
 	var msgs []OutboxMessage
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	// Not cancelled with ctx: a claim whose commit reached the database
+	// but whose reply was cut short by the cancel would leave its messages
+	// leased and unsent, with nobody holding them, until the lease ran out.
+	err := s.db.WithContext(context.WithoutCancel(ctx)).Transaction(func(tx *gorm.DB) error {
 		if err := w.expireLeases(tx, now); err != nil {
 			return err
 		}
