@@ -63,12 +63,14 @@ func TestRunClaimsAheadAndReleasesOnStop(t *testing.T) {
 		if _, err := p.WaitMessages(wctx, n); err != nil {
 			t.Fatalf("waiting for %d messages: %v", n, err)
 		}
-		deadline := time.Now().Add(30 * time.Second)
-		for countStatus(t, db)[outgoing.StatusSent] != n {
-			if time.Now().After(deadline) {
-				t.Fatalf("statuses %v, want %d sent", countStatus(t, db), n)
-			}
-			time.Sleep(10 * time.Millisecond) // polling the database for a state, bounded by deadline
+		// Run returns only once the round on the wire has its outcomes
+		// recorded: every message the peer has is sent by then.
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("Run() = %v", err)
+		}
+		if st := countStatus(t, db); st[outgoing.StatusSent] != n {
+			t.Fatalf("statuses %v, want %d sent", st, n)
 		}
 		seen := map[string]bool{}
 		for _, m := range p.Messages() {
@@ -83,11 +85,6 @@ func TestRunClaimsAheadAndReleasesOnStop(t *testing.T) {
 			seen[id] = true
 		}
 
-		cancel()
-		if err := <-done; err != nil {
-			t.Fatalf("Run() = %v", err)
-		}
-
 		// Now a round stuck on the wire and one claimed ahead: stop.
 		hold.Store(true)
 		for i := range n {
@@ -98,7 +95,7 @@ func TestRunClaimsAheadAndReleasesOnStop(t *testing.T) {
 		ctx, cancel = context.WithCancel(context.Background())
 		defer cancel()
 		go func() { done <- e.w.Run(ctx) }()
-		deadline = time.Now().Add(30 * time.Second)
+		deadline := time.Now().Add(30 * time.Second)
 		for countStatus(t, db)[outgoing.StatusSending] < 20 {
 			if time.Now().After(deadline) {
 				t.Fatalf("statuses %v, want a round sending and one claimed ahead", countStatus(t, db))
