@@ -29,6 +29,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net/http"
 	"net/url"
 	"os"
@@ -185,15 +186,40 @@ func run(o options) error {
 	return nil
 }
 
-// messageText is about size bytes of plain ASCII text in lines of 72
-// characters, the same for every contender.
+// messageText is about size bytes of plain ASCII text in lines of at most
+// 72 characters, the same for every contender: words drawn from a fixed
+// vocabulary by a seeded generator, so that it compresses about as well as
+// written text does (S2 to about half; a repeated sentence would shrink to
+// a tenth and flatter a store that compresses).
 func messageText(size int) string {
+	words := strings.Fields(`the of and to in is you that it he was for on are as with his they at be this
+		have from or one had by word but not what all were we when your can said there use an each which she
+		do how their if will up other about out many then them these so some her would make like him into
+		time has look two more write go see number no way could people my than first water been call who oil
+		its now find long down day did get come made may part invoice order delivery meeting quarter report
+		contract payment schedule customer account manager project update review budget proposal attached
+		regards please thanks tomorrow monday friday office team sales support ticket request confirm price
+		discount shipment warehouse release version feature question answer agenda minutes summary`)
+	rng := mrand.New(mrand.NewPCG(1, 2))
 	var b strings.Builder
-	for i := 0; b.Len() < size; i++ {
-		line := fmt.Sprintf("%05d The quick brown fox jumps over the lazy dog; pack my box with jugs", i)
-		b.WriteString(line[:min(len(line), 72)])
-		b.WriteString("\n")
+	line := 0
+	for b.Len() < size {
+		w := words[rng.IntN(len(words))]
+		if rng.IntN(12) == 0 {
+			w = strconv.Itoa(rng.IntN(100000))
+		}
+		if line > 0 && line+1+len(w) > 72 {
+			b.WriteString("\n")
+			line = 0
+		}
+		if line > 0 {
+			b.WriteByte(' ')
+			line++
+		}
+		b.WriteString(w)
+		line += len(w)
 	}
+	b.WriteString("\n")
 	return b.String()
 }
 
