@@ -1,12 +1,16 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
+
+	jsonv2 "github.com/go-json-experiment/json"
+	jsonv1 "github.com/go-json-experiment/json/v1"
 
 	"github.com/mailsync/mailsync/internal/apperr"
 )
@@ -33,13 +37,22 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any, limit int64) erro
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(strings.ToLower(ct), "application/json") {
 		return apperr.New(apperr.ErrInvalid, "unsupported_media_type", "the body must be application/json")
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	// The whole body, then one Unmarshal: with encoding/json's v1
+	// semantics (case-insensitive names, its error types), by the v2
+	// implementation, which decodes a 10 KB text about twice as fast
+	// (docs/benchmarks.md, "Outbox throughput").
+	var buf bytes.Buffer
+	if r.ContentLength > 0 && r.ContentLength <= limit {
+		buf.Grow(int(r.ContentLength))
+	}
+	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit)); err != nil {
 		return jsonError(err, limit)
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return apperr.New(apperr.ErrInvalid, "invalid_json", "the body must hold exactly one JSON object")
+	if len(bytes.TrimSpace(buf.Bytes())) == 0 {
+		return jsonError(io.EOF, limit)
+	}
+	if err := jsonv2.Unmarshal(buf.Bytes(), v, jsonv1.DefaultOptionsV1(), jsonv2.RejectUnknownMembers(true)); err != nil {
+		return jsonError(err, limit)
 	}
 	return nil
 }
@@ -47,8 +60,8 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any, limit int64) erro
 func jsonError(err error, limit int64) error {
 	var (
 		maxErr    *http.MaxBytesError
-		syntaxErr *json.SyntaxError
-		typeErr   *json.UnmarshalTypeError
+		syntaxErr *jsonv1.SyntaxError
+		typeErr   *jsonv1.UnmarshalTypeError
 	)
 	switch {
 	case errors.As(err, &maxErr):
@@ -76,7 +89,7 @@ func jsonError(err error, limit int64) error {
 	}
 }
 
-func jsonKind(e *json.UnmarshalTypeError) string {
+func jsonKind(e *jsonv1.UnmarshalTypeError) string {
 	switch e.Type.Kind().String() {
 	case "string":
 		return "string"

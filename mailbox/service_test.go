@@ -416,8 +416,8 @@ func TestSendWithSaveCopy(t *testing.T) {
 			}
 			// The same Message-ID again: nothing appended.
 			full, _ := e.out.GetMessage(ctx, adm, m.ID)
-			var raw []byte
-			if err := e.db.Gorm.Raw("SELECT raw FROM outbox_bodies WHERE outbox_id = ?", m.ID).Row().Scan(&raw); err != nil || len(raw) == 0 {
+			raw, err := e.out.Raw(ctx, adm, m.ID)
+			if err != nil || len(raw) == 0 {
 				t.Fatalf("read the message's body: %d bytes, %v", len(raw), err)
 			}
 			full.Raw = raw

@@ -138,7 +138,8 @@ func (g *groupCommit) write(ctx context.Context, rows []*OutboxMessage) error {
 				if err := si.outbox.insert(tx, m); err != nil {
 					return err
 				}
-				if err := si.body.insert(tx, &outboxBody{OutboxID: m.ID, Raw: m.Raw}); err != nil {
+				b := newOutboxBody(m)
+				if err := si.body.insert(tx, &b); err != nil {
 					return err
 				}
 			}
@@ -149,7 +150,7 @@ func (g *groupCommit) write(ctx context.Context, rows []*OutboxMessage) error {
 		}
 		bodies := make([]outboxBody, len(rows))
 		for i, m := range rows {
-			bodies[i] = outboxBody{OutboxID: m.ID, Raw: m.Raw}
+			bodies[i] = newOutboxBody(m)
 		}
 		return tx.Create(&bodies).Error
 	})

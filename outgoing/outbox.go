@@ -52,6 +52,12 @@ type OutboxMessage struct {
 	// SentCopy is what became of the copy for the sender's Sent folder:
 	// "", "appended", "exists", "skipped: …" or "failed: …".
 	SentCopy string
+
+	// The body as stored in outbox_bodies (body.go), set when the message
+	// is submitted: encoded once, outside the group commit, and what the
+	// handoff holds in memory until the worker takes the message.
+	stored []byte
+	codec  string
 }
 
 // TableName maps OutboxMessage to its table.
@@ -59,8 +65,17 @@ func (OutboxMessage) TableName() string { return "outbox" }
 
 // outboxBody is a message's bytes, apart from its status row.
 type outboxBody struct {
-	OutboxID int64 `gorm:"primaryKey;autoIncrement:false"`
-	Raw      []byte
+	OutboxID int64  `gorm:"primaryKey;autoIncrement:false"`
+	Raw      []byte // encoded by Codec (body.go)
+	Codec    string
+}
+
+// newOutboxBody returns m's body row, encoding m.Raw unless that is done.
+func newOutboxBody(m *OutboxMessage) outboxBody {
+	if m.stored == nil {
+		m.stored, m.codec = encodeBody(m.Raw, nil)
+	}
+	return outboxBody{OutboxID: m.ID, Raw: m.stored, Codec: m.codec}
 }
 
 func (outboxBody) TableName() string { return "outbox_bodies" }
@@ -157,13 +172,38 @@ func (s *Service) enqueue(ctx context.Context, c Caller, rt Route, b *built, sub
 	if opts.CRM != nil {
 		m.CrmEntityType, m.CrmEntityID = opts.CRM.EntityType, opts.CRM.EntityID
 	}
+	// This instance's worker, when it runs and has room, gets the message
+	// in memory and its row leased to it (handoff.go); otherwise the row
+	// waits in the queue for a claim.
+	m.stored, m.codec = encodeBody(m.Raw, &s.scratch)
+	h := s.handoff.Load()
+	if h != nil && h.reserve(int64(len(m.stored))) {
+		until := now.Add(s.cfg.LeaseTTL)
+		m.Status, m.LeaseOwner, m.LeaseUntil, m.Attempts = StatusSending, h.owner, &until, 1
+	} else {
+		h = nil
+	}
 	if err := s.inserts.insert(ctx, &m); err != nil {
+		if h != nil {
+			h.unreserve(int64(len(m.stored)))
+		}
 		return OutboxMessage{}, fmt.Errorf("queue message %s: %w", b.messageID, err)
 	}
 	s.metrics.queued.Inc()
 	s.log.InfoContext(ctx, "message queued", "outbox_id", m.ID, "message_id", m.MessageID,
-		"route_kind", rt.Kind, "route_id", rt.ID, "recipients", len(b.recipients), "size", m.Size)
-	s.wakeWorkers()
+		"route_kind", rt.Kind, "route_id", rt.ID, "recipients", len(b.recipients), "size", m.Size,
+		"handed_to_worker", h != nil)
+	if h != nil {
+		handed := m
+		handed.Raw = nil // the worker decodes the stored body: smaller while it waits
+		h.push(handed)
+	} else {
+		s.wakeWorkers()
+	}
+	// The submitter sees the message as accepted into the queue, whether or
+	// not this instance's worker already holds it.
+	m.Status, m.LeaseOwner, m.LeaseUntil, m.Attempts = StatusQueued, "", nil, 0
+	m.stored, m.codec = nil, ""
 	return m, nil
 }
 
@@ -211,4 +251,17 @@ func (s *Service) QueueCounts(ctx context.Context) (map[string]int64, error) {
 		out[r.Status] = r.N
 	}
 	return out, nil
+}
+
+// Raw returns the bytes of a message of the caller's (any message for an
+// admin), as they are sent.
+func (s *Service) Raw(ctx context.Context, c Caller, id int64) ([]byte, error) {
+	if _, err := s.GetMessage(ctx, c, id); err != nil {
+		return nil, err
+	}
+	var b outboxBody
+	if err := s.db.WithContext(ctx).Where("outbox_id = ?", id).Take(&b).Error; err != nil {
+		return nil, fmt.Errorf("read the body of message %d: %w", id, err)
+	}
+	return decodeBody(b.Raw, b.Codec)
 }

@@ -3,6 +3,8 @@ package outgoing
 import (
 	"context"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mailsync/mailsync/internal/ratelimit"
@@ -95,6 +97,10 @@ type Service struct {
 	inserts *groupCommit
 	sqlite  *sqliteWrites                    // the hot paths' statements on SQLite (sqlitewrite.go); nil elsewhere
 	routes  *ttlcache.Cache[string, Account] // From address → active system account
+	// handoff is the running worker's queue for messages accepted here
+	// (handoff.go); nil while no worker of this Service runs.
+	handoff atomic.Pointer[handoff]
+	scratch sync.Pool // *[]byte: S2's output buffers (body.go)
 }
 
 // Deps are what a Service needs.

@@ -58,26 +58,76 @@ func (w *Worker) Name() string { return "outbox" }
 // Run sends due messages until ctx ends, then lets the messages in flight
 // finish (each bounded by the send timeout) and closes its connections.
 //
+// Messages come from two places: the database, by claims, and, for the
+// messages this instance accepts while Run runs, straight from the
+// submission in memory (handoff.go). The database is asked when it may
+// have something: at the start, when a submission could not be handed
+// over (the service wakes the worker), after a claim that found messages,
+// and every PollInterval for retries that came due.
+//
 // While one round's messages are on the wire, Run already claims the next
-// round's, so that the connections do not wait for the claim between
-// rounds; those wait, leased, until this round ends (and go back to the
-// queue, unsent, if ctx ends first).
+// round's from the database when it may have some, so that the
+// connections do not wait for the claim between rounds; those wait,
+// leased, until this round ends. When Run stops, the messages it holds and
+// has not started (claimed ahead or handed over) go back to the queue,
+// unsent.
 func (w *Worker) Run(ctx context.Context) error {
 	defer w.pool.closeAll()
 	stopLeases := w.keepLeases(ctx)
 	defer stopLeases()
+	var (
+		h      *handoff
+		handed <-chan OutboxMessage // h.ch, or nil: no handoff
+	)
+	if nh := newHandoff(w.owner); w.s.handoff.CompareAndSwap(nil, nh) {
+		h, handed = nh, nh.ch
+		// From the cancel on, submissions go to the queue, not to a
+		// worker that is stopping.
+		stopHandoff := context.AfterFunc(ctx, func() {
+			w.s.handoff.CompareAndSwap(h, nil)
+			h.shut()
+		})
+		defer stopHandoff()
+	}
 	var ahead []OutboxMessage
 	defer func() {
+		if h != nil {
+			w.s.handoff.CompareAndSwap(h, nil)
+			ahead = append(ahead, h.close()...)
+		}
 		for _, m := range ahead {
 			w.release(m)
 		}
 	}()
+	var (
+		first    *OutboxMessage // received from handed while idle
+		askDB    = true         // the database may have due messages
+		lastPoll = time.Now()
+	)
+	batch := w.s.cfg.BatchSize
 	for {
 		msgs := ahead
+		claimedAhead := ahead != nil
 		ahead = nil
+		if h != nil {
+			msgs = append(msgs, w.unpack(h.take(batch-len(msgs), first))...)
+			first = nil
+		}
+		select {
+		case <-w.s.wake:
+			askDB = true
+		default:
+		}
+		if time.Since(lastPoll) >= w.s.cfg.PollInterval {
+			askDB = true
+		}
 		var err error
-		if msgs == nil {
-			msgs, err = w.claim(ctx)
+		if askDB && !claimedAhead && len(msgs) < batch {
+			var claimed []OutboxMessage
+			claimed, err = w.claim(ctx)
+			lastPoll = time.Now()
+			askDB = len(claimed) > 0 || err != nil
+			msgs = append(msgs, claimed...)
 		}
 		if len(msgs) > 0 {
 			if ctx.Err() != nil {
@@ -89,8 +139,10 @@ func (w *Worker) Run(ctx context.Context) error {
 				defer close(sent)
 				w.sendRound(ctx, msgs)
 			}()
-			if ctx.Err() == nil {
+			if askDB && ctx.Err() == nil {
 				ahead, err = w.claim(ctx)
+				lastPoll = time.Now()
+				askDB = len(ahead) > 0 || err != nil
 				if len(ahead) == 0 {
 					ahead = nil
 				}
@@ -112,10 +164,33 @@ func (w *Worker) Run(ctx context.Context) error {
 			timer.Stop()
 			return nil
 		case <-w.s.wake:
+			askDB = true
 		case <-timer.C:
+			askDB = true
+		case m := <-handed:
+			first = &m
 		}
 		timer.Stop()
 	}
+}
+
+// unpack decodes the stored bodies of messages handed over in memory. A
+// body that does not decode (which would be a bug: it was encoded in this
+// process) sends its message back to the queue, where a claim fails it
+// with the reason.
+func (w *Worker) unpack(msgs []OutboxMessage) []OutboxMessage {
+	out := msgs[:0]
+	for _, m := range msgs {
+		raw, err := decodeBody(m.stored, m.codec)
+		if err != nil {
+			w.s.log.Error("decode a handed-over message", "outbox_id", m.ID, "error", err)
+			w.release(m)
+			continue
+		}
+		m.Raw, m.stored = raw, nil
+		out = append(out, m)
+	}
+	return out
 }
 
 // ProcessDue claims the due messages (up to the batch size), sends them and
@@ -224,12 +299,33 @@ func (w *Worker) claim(ctx context.Context) ([]OutboxMessage, error) {
 			return fmt.Errorf("read message bodies: %w", err)
 		}
 		raw := make(map[int64][]byte, len(bodies))
+		unreadable := map[int64]error{}
 		for _, b := range bodies {
-			raw[b.OutboxID] = b.Raw
+			r, err := decodeBody(b.Raw, b.Codec)
+			if err != nil {
+				unreadable[b.OutboxID] = err
+				continue
+			}
+			raw[b.OutboxID] = r
 		}
-		for i := range msgs {
-			msgs[i].Raw = raw[msgs[i].ID]
+		readable := msgs[:0]
+		for _, m := range msgs {
+			if err := unreadable[m.ID]; err != nil {
+				// Nothing can send it: failed now, not retried forever.
+				s.log.Error("stored message body unreadable", "outbox_id", m.ID, "error", err)
+				err = tx.Model(&OutboxMessage{}).Where("id = ?", m.ID).Updates(map[string]any{
+					"status": StatusFailed, "lease_owner": "", "lease_until": nil, "next_attempt_at": nil,
+					"last_error": cleanText("the stored message could not be read: " + err.Error()), "updated_at": now,
+				}).Error
+				if err != nil {
+					return fmt.Errorf("fail message %d: %w", m.ID, err)
+				}
+				continue
+			}
+			m.Raw = raw[m.ID]
+			readable = append(readable, m)
 		}
+		msgs = readable
 		return nil
 	})
 	if err != nil {
@@ -461,7 +557,7 @@ const (
 	// recordLinger is how long the recorder gathers outcomes before it
 	// writes them, unless the round ends first: one transaction for the
 	// outcomes of many sends instead of one for every one or two.
-	recordLinger = 10 * time.Millisecond
+	recordLinger = 25 * time.Millisecond
 )
 
 // recorder writes the outcomes of one round in the background, so that a

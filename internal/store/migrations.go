@@ -303,6 +303,16 @@ func migrations() []Migration {
 			// PostgreSQL more CPU than writing them.
 			`ALTER TABLE messages ALTER COLUMN raw SET STORAGE EXTERNAL`,
 		}},
+		{Version: 8, Name: "outbox bodies by codec", Statements: []string{
+			// codec says how outbox_bodies.raw is encoded: '' (the message's
+			// bytes: every row written before this version, and bodies that
+			// do not shrink) or 's2' (an S2 block). outgoing/body.go.
+			`ALTER TABLE outbox_bodies ADD COLUMN codec TEXT NOT NULL DEFAULT ''`,
+		}, Postgres: []string{
+			// As messages.raw in version 7: compressed already, or not worth
+			// pglz's CPU.
+			`ALTER TABLE outbox_bodies ALTER COLUMN raw SET STORAGE EXTERNAL`,
+		}},
 	}
 }
 
