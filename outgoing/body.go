@@ -17,6 +17,10 @@ const (
 // minCompressedBody is the size below which a body is stored as it is.
 const minCompressedBody = 1 << 10
 
+// maxPooledScratch: larger messages get a scratch buffer of their own, so
+// that the pool does not keep buffers of many megabytes.
+const maxPooledScratch = 1 << 20
+
 // encodeBody returns what to store for a message's bytes, and its codec:
 // an S2 block when that is at least an eighth smaller (text and HTML,
 // about half), else the bytes themselves (attachments, which are base64 of
@@ -34,7 +38,7 @@ func encodeBody(raw []byte, scratch *sync.Pool) ([]byte, string) {
 		return raw, bodyAsIs // too large for a block: no message is
 	}
 	buf := new([]byte)
-	if scratch != nil {
+	if scratch != nil && n <= maxPooledScratch {
 		if b, ok := scratch.Get().(*[]byte); ok {
 			buf = b
 		}

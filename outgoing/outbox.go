@@ -178,14 +178,18 @@ func (s *Service) enqueue(ctx context.Context, c Caller, rt Route, b *built, sub
 	m.stored, m.codec = encodeBody(m.Raw, &s.scratch)
 	h := s.handoff.Load()
 	if h != nil && h.reserve(int64(len(m.stored))) {
+		// attempts stays 0 until the worker's outcome: if the worker dies
+		// first, the expired lease tells an untried message from one that
+		// may have been delivered (expireLeases).
 		until := now.Add(s.cfg.LeaseTTL)
-		m.Status, m.LeaseOwner, m.LeaseUntil, m.Attempts = StatusSending, h.owner, &until, 1
+		m.Status, m.LeaseOwner, m.LeaseUntil = StatusSending, h.owner, &until
 	} else {
 		h = nil
 	}
 	if err := s.inserts.insert(ctx, &m); err != nil {
 		if h != nil {
 			h.unreserve(int64(len(m.stored)))
+			s.dropUncertain(ctx, m.MessageID, h.owner)
 		}
 		return OutboxMessage{}, fmt.Errorf("queue message %s: %w", b.messageID, err)
 	}
@@ -202,9 +206,23 @@ func (s *Service) enqueue(ctx context.Context, c Caller, rt Route, b *built, sub
 	}
 	// The submitter sees the message as accepted into the queue, whether or
 	// not this instance's worker already holds it.
-	m.Status, m.LeaseOwner, m.LeaseUntil, m.Attempts = StatusQueued, "", nil, 0
+	m.Status, m.LeaseOwner, m.LeaseUntil = StatusQueued, "", nil
 	m.stored, m.codec = nil, ""
 	return m, nil
+}
+
+// dropUncertain deletes a handed-over row whose insert reported an error:
+// if the commit happened after all, the submitter, told it failed, may
+// submit again, and the row would be a second copy that nobody takes until
+// its worker stops (releaseUntried). Best effort.
+func (s *Service) dropUncertain(ctx context.Context, messageID, owner string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	err := s.db.WithContext(ctx).Where("message_id = ? AND lease_owner = ? AND attempts = 0", messageID, owner).
+		Delete(&OutboxMessage{}).Error
+	if err != nil {
+		s.log.WarnContext(ctx, "delete a row whose insert failed", "message_id", messageID, "error", err)
+	}
 }
 
 func validateCRM(r *CRMRef) error {

@@ -106,10 +106,14 @@ func TestClaimIsBoundedByBytes(t *testing.T) {
 			if err := db.Gorm.Create(m).Error; err != nil {
 				t.Fatal(err)
 			}
+			body := newOutboxBody(m)
+			if err := db.Gorm.Create(&body).Error; err != nil {
+				t.Fatal(err)
+			}
 		}
 		var rounds []int
 		for range 4 {
-			msgs, err := w.claim(context.Background())
+			msgs, _, err := w.claim(context.Background(), s.Config().BatchSize)
 			if err != nil {
 				t.Fatal(err)
 			}

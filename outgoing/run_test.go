@@ -185,8 +185,8 @@ func TestRunTakesSubmittedMessagesInMemory(t *testing.T) {
 		}
 		<-entered // on the wire, held: its row shows what the submission left
 		row := e.status(t, first.ID)
-		if row.Status != outgoing.StatusSending || row.LeaseOwner == "" || row.Attempts != 1 {
-			t.Errorf("handed message: %s, lease owner %q, attempts %d; want sending, leased, 1 attempt",
+		if row.Status != outgoing.StatusSending || row.LeaseOwner == "" || row.Attempts != 0 {
+			t.Errorf("handed message: %s, lease owner %q, attempts %d; want sending, leased, 0 attempts until the outcome",
 				row.Status, row.LeaseOwner, row.Attempts)
 		}
 		var codec string
@@ -292,6 +292,35 @@ func TestClaimFailsAnUnreadableBody(t *testing.T) {
 		}
 		if n := len(p.Messages()); n != 1 {
 			t.Errorf("the peer has %d messages, want 1", n)
+		}
+	})
+}
+
+// TestExpiredLeaseOfAnUntriedMessage: a message whose worker died before
+// trying it (leased with no attempt counted, as a handed-over one is) goes
+// back to the queue and is sent as any other, not counted as unknown; one
+// whose attempt had started becomes unknown, as it may have been
+// delivered.
+func TestExpiredLeaseOfAnUntriedMessage(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		e := newEnv(t, db, outgoing.Config{})
+		p := e.peer(t, testpeer.SMTPStartTLS, nil)
+		e.account(t, p, outgoing.SecuritySTARTTLS, "Site")
+		untried := e.submit(t, admin, draft(siteAddr, "someone@example.org"))
+		tried := e.submit(t, admin, draft(siteAddr, "someone@example.org"))
+		past := e.clock.Now().Add(-time.Minute)
+		for id, attempts := range map[int64]int{untried.ID: 0, tried.ID: 1} {
+			if err := db.Gorm.Exec("UPDATE outbox SET status = ?, lease_owner = 'dead/1/x', lease_until = ?, attempts = ? WHERE id = ?",
+				outgoing.StatusSending, past, attempts, id).Error; err != nil {
+				t.Fatal(err)
+			}
+		}
+		e.process(t)
+		if m := e.status(t, untried.ID); m.Status != outgoing.StatusSent || m.UnknownCount != 0 || m.Attempts != 1 {
+			t.Errorf("untried message: %s, unknown %d, attempts %d; want sent, 0, 1", m.Status, m.UnknownCount, m.Attempts)
+		}
+		if m := e.status(t, tried.ID); m.UnknownCount != 1 {
+			t.Errorf("tried message: %s, unknown %d; want counted unknown once", m.Status, m.UnknownCount)
 		}
 	})
 }

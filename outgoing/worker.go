@@ -76,28 +76,39 @@ func (w *Worker) Run(ctx context.Context) error {
 	stopLeases := w.keepLeases(ctx)
 	defer stopLeases()
 	var (
-		h      *handoff
-		handed <-chan OutboxMessage // h.ch, or nil: no handoff
+		h           *handoff
+		handed      <-chan OutboxMessage // h.ch, or nil: no handoff
+		stopHandoff = func() bool { return false }
+		released    = make(chan struct{})
 	)
+	// closeHandoff sends submissions to the queue from now on, and what
+	// was handed over and not taken back to it.
+	closeHandoff := func() {
+		w.s.handoff.CompareAndSwap(h, nil)
+		w.releaseAll(h.close())
+	}
 	if nh := newHandoff(w.owner); w.s.handoff.CompareAndSwap(nil, nh) {
 		h, handed = nh, nh.ch
-		// From the cancel on, submissions go to the queue, not to a
-		// worker that is stopping.
-		stopHandoff := context.AfterFunc(ctx, func() {
-			w.s.handoff.CompareAndSwap(h, nil)
-			h.shut()
+		// At the cancel, not after the round on the wire, which may take
+		// up to the send timeout.
+		stopHandoff = context.AfterFunc(ctx, func() {
+			defer close(released)
+			closeHandoff()
 		})
-		defer stopHandoff()
 	}
 	var ahead []OutboxMessage
 	defer func() {
 		if h != nil {
-			w.s.handoff.CompareAndSwap(h, nil)
-			ahead = append(ahead, h.close()...)
+			if stopHandoff() { // the cancel's func did not start: do its work
+				closeHandoff()
+			} else {
+				<-released
+			}
 		}
-		for _, m := range ahead {
-			w.release(m)
-		}
+		w.releaseAll(ahead)
+		// A row committed leased to this worker that never reached it (an
+		// insert that reported an error after all) goes back to the queue.
+		w.releaseUntried()
 	}()
 	var (
 		first    *OutboxMessage // received from handed while idle
@@ -124,9 +135,10 @@ func (w *Worker) Run(ctx context.Context) error {
 		var err error
 		if askDB && !claimedAhead && len(msgs) < batch {
 			var claimed []OutboxMessage
-			claimed, err = w.claim(ctx)
+			var found int
+			claimed, found, err = w.claim(ctx, batch-len(msgs))
 			lastPoll = time.Now()
-			askDB = len(claimed) > 0 || err != nil
+			askDB = found > 0 || err != nil
 			msgs = append(msgs, claimed...)
 		}
 		if len(msgs) > 0 {
@@ -140,9 +152,17 @@ func (w *Worker) Run(ctx context.Context) error {
 				w.sendRound(ctx, msgs)
 			}()
 			if askDB && ctx.Err() == nil {
-				ahead, err = w.claim(ctx)
+				// Handed-over messages waiting get at least half of the
+				// next round: a stream of submissions that overflow into
+				// the queue does not keep them waiting.
+				limit := batch
+				if handed != nil {
+					limit -= min(len(handed), batch/2)
+				}
+				var found int
+				ahead, found, err = w.claim(ctx, limit)
 				lastPoll = time.Now()
-				askDB = len(ahead) > 0 || err != nil
+				askDB = found > 0 || err != nil
 				if len(ahead) == 0 {
 					ahead = nil
 				}
@@ -174,7 +194,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 }
 
-// unpack decodes the stored bodies of messages handed over in memory. A
+// unpack decodes the stored bodies of messages handed over in memory and
+// counts their attempt, which their row gets with the outcome. A
 // body that does not decode (which would be a bug: it was encoded in this
 // process) sends its message back to the queue, where a claim fails it
 // with the reason.
@@ -188,6 +209,7 @@ func (w *Worker) unpack(msgs []OutboxMessage) []OutboxMessage {
 			continue
 		}
 		m.Raw, m.stored = raw, nil
+		m.Attempts++ // written with the outcome (finish)
 		out = append(out, m)
 	}
 	return out
@@ -197,7 +219,7 @@ func (w *Worker) unpack(msgs []OutboxMessage) []OutboxMessage {
 // records the outcomes. It returns how many it claimed. Cancelling ctx stops
 // it from starting more sends; those it started finish.
 func (w *Worker) ProcessDue(ctx context.Context) (int, error) {
-	msgs, err := w.claim(ctx)
+	msgs, _, err := w.claim(ctx, w.s.cfg.BatchSize)
 	if err != nil || len(msgs) == 0 {
 		return 0, err
 	}
@@ -236,24 +258,31 @@ func (w *Worker) sendRound(ctx context.Context, msgs []OutboxMessage) {
 // so holds in memory.
 const maxClaimBytes = 32 << 20
 
-// claim takes due messages: queued or unknown ones whose time has come, and
-// first turns the ones whose lease ran out (their worker died mid-send) into
-// unknown, since they may have been delivered.
-func (w *Worker) claim(ctx context.Context) ([]OutboxMessage, error) {
+// claim takes up to limit due messages: queued or unknown ones whose time
+// has come, and first turns the ones whose lease ran out (their worker died
+// mid-send) into unknown, since they may have been delivered. It returns
+// them and how many due messages it found (some of which may have failed
+// at once: their stored body could not be read).
+func (w *Worker) claim(ctx context.Context, limit int) ([]OutboxMessage, int, error) {
 	s := w.s
 	now := s.now()
-	var msgs []OutboxMessage
+	var (
+		msgs  []OutboxMessage
+		found int
+		dead  []LogEntry // messages failed for an unreadable body, logged after the commit
+	)
 	// Not cancelled with ctx: a claim whose commit reached the database
 	// but whose reply was cut short by the cancel would leave its messages
 	// leased and unsent, with nobody holding them, until the lease ran out.
 	err := s.db.WithContext(context.WithoutCancel(ctx)).Transaction(func(tx *gorm.DB) error {
+		msgs, found, dead = nil, 0, nil
 		if err := w.expireLeases(tx, now); err != nil {
 			return err
 		}
 		q := tx.Model(&OutboxMessage{}).
 			Where("status IN ? AND next_attempt_at IS NOT NULL AND next_attempt_at <= ?",
 				[]string{StatusQueued, StatusUnknown}, now).
-			Order("next_attempt_at, id").Limit(s.cfg.BatchSize)
+			Order("next_attempt_at, id").Limit(max(limit, 1))
 		if s.db.Dialect == store.Postgres {
 			q = q.Clauses(clause.Locking{Strength: "UPDATE", Options: "SKIP LOCKED"})
 		}
@@ -264,6 +293,7 @@ func (w *Worker) claim(ctx context.Context) ([]OutboxMessage, error) {
 		if err := q.Select("id", "size").Find(&due).Error; err != nil {
 			return fmt.Errorf("find due messages: %w", err)
 		}
+		found = len(due)
 		if len(due) == 0 {
 			return nil
 		}
@@ -310,28 +340,42 @@ func (w *Worker) claim(ctx context.Context) ([]OutboxMessage, error) {
 		}
 		readable := msgs[:0]
 		for _, m := range msgs {
-			if err := unreadable[m.ID]; err != nil {
+			r, ok := raw[m.ID]
+			if !ok {
+				err := unreadable[m.ID]
+				if err == nil {
+					err = errors.New("its body is missing")
+				}
 				// Nothing can send it: failed now, not retried forever.
-				s.log.Error("stored message body unreadable", "outbox_id", m.ID, "error", err)
+				reason := cleanText("the stored message could not be read: " + err.Error())
 				err = tx.Model(&OutboxMessage{}).Where("id = ?", m.ID).Updates(map[string]any{
 					"status": StatusFailed, "lease_owner": "", "lease_until": nil, "next_attempt_at": nil,
-					"last_error": cleanText("the stored message could not be read: " + err.Error()), "updated_at": now,
+					"last_error": reason, "updated_at": now,
 				}).Error
 				if err != nil {
 					return fmt.Errorf("fail message %d: %w", m.ID, err)
 				}
+				entry := logEntry(now, m, "", LogFailed, nil, errors.New(reason), 0)
+				if err := tx.Create(&entry).Error; err != nil {
+					return fmt.Errorf("log message %d: %w", m.ID, err)
+				}
+				dead = append(dead, entry)
 				continue
 			}
-			m.Raw = raw[m.ID]
+			m.Raw = r
 			readable = append(readable, m)
 		}
 		msgs = readable
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("claim: %w", err)
+		return nil, 0, fmt.Errorf("claim: %w", err)
 	}
-	return msgs, nil
+	for _, e := range dead {
+		s.metrics.attempts.WithLabelValues(LogFailed).Inc()
+		s.log.Error("stored message unreadable: failed", "outbox_id", e.OutboxID, "message_id", e.MessageID, "reason", e.Reply)
+	}
+	return msgs, found, nil
 }
 
 func (w *Worker) expireLeases(tx *gorm.DB, now time.Time) error {
@@ -341,6 +385,20 @@ func (w *Worker) expireLeases(tx *gorm.DB, now time.Time) error {
 		return fmt.Errorf("find expired leases: %w", err)
 	}
 	for _, m := range lost {
+		if m.Attempts == 0 {
+			// Handed over in memory (handoff.go) and never tried: its
+			// worker stopped before it got to it. Back in the queue, as
+			// any message that was not sent.
+			err := tx.Model(&OutboxMessage{}).Where("id = ?", m.ID).Updates(map[string]any{
+				"status": StatusQueued, "lease_owner": "", "lease_until": nil, "next_attempt_at": now, "updated_at": now,
+			}).Error
+			if err != nil {
+				return fmt.Errorf("requeue message %d: %w", m.ID, err)
+			}
+			s.log.Warn("message lease expired before its first attempt; queued again", "outbox_id", m.ID,
+				"message_id", m.MessageID, "holder", m.LeaseOwner)
+			continue
+		}
 		m.UnknownCount++
 		upd := map[string]any{
 			"status": StatusUnknown, "unknown_count": m.UnknownCount, "lease_owner": "", "lease_until": nil,
@@ -494,7 +552,9 @@ type attempt struct {
 func (w *Worker) finish(rec *recorder, m OutboxMessage, tgt Target, a attempt) {
 	s := w.s
 	now := s.now()
-	upd := map[string]any{"lease_owner": "", "lease_until": nil, "updated_at": now}
+	// attempts as the worker counted them: a claim counted it in the row
+	// already, a handover only in memory (unpack).
+	upd := map[string]any{"lease_owner": "", "lease_until": nil, "updated_at": now, "attempts": m.Attempts}
 	var (
 		logStatus string
 		se        *StepError
@@ -786,14 +846,48 @@ func (w *Worker) saveCopy(ctx context.Context, m OutboxMessage) {
 }
 
 // release puts an unstarted message back in the queue, due now.
-func (w *Worker) release(m OutboxMessage) {
+func (w *Worker) release(m OutboxMessage) { w.releaseAll([]OutboxMessage{m}) }
+
+// releaseAll puts unstarted messages back in the queue, due now, in one
+// statement, without the attempt their claim counted.
+func (w *Worker) releaseAll(msgs []OutboxMessage) {
+	if len(msgs) == 0 {
+		return
+	}
+	byAttempts := map[int][]int64{}
+	for _, m := range msgs {
+		a := max(m.Attempts-1, 0) // a claim counted one; a handover not yet (unpack)
+		if m.Raw == nil && m.stored != nil {
+			a = m.Attempts // not unpacked: nothing counted
+		}
+		byAttempts[a] = append(byAttempts[a], m.ID)
+	}
 	now := w.s.now()
-	err := w.s.db.WithContext(context.Background()).Model(&OutboxMessage{}).
-		Where("id = ? AND lease_owner = ?", m.ID, w.owner).
+	for attempts, ids := range byAttempts {
+		err := w.s.db.WithContext(context.Background()).Model(&OutboxMessage{}).
+			Where("id IN ? AND lease_owner = ?", ids, w.owner).
+			Updates(map[string]any{"status": StatusQueued, "lease_owner": "", "lease_until": nil,
+				"next_attempt_at": now, "attempts": attempts, "updated_at": now}).Error
+		if err != nil {
+			w.s.log.Error("release messages", "outbox_ids", ids, "error", err)
+		}
+	}
+}
+
+// releaseUntried puts back in the queue the rows leased to this worker
+// that it never tried (attempts 0: handed over, handoff.go). Run calls it
+// last, when nothing of this worker's is on the wire: such a row is one
+// whose insert reported an error to its submitter although it committed.
+func (w *Worker) releaseUntried() {
+	now := w.s.now()
+	res := w.s.db.WithContext(context.Background()).Model(&OutboxMessage{}).
+		Where("status = ? AND lease_owner = ? AND attempts = 0", StatusSending, w.owner).
 		Updates(map[string]any{"status": StatusQueued, "lease_owner": "", "lease_until": nil,
-			"next_attempt_at": now, "attempts": gorm.Expr("attempts - 1"), "updated_at": now}).Error
-	if err != nil {
-		w.s.log.Error("release message", "outbox_id", m.ID, "error", err)
+			"next_attempt_at": now, "updated_at": now})
+	if res.Error != nil {
+		w.s.log.Error("release untried messages", "error", res.Error)
+	} else if res.RowsAffected > 0 {
+		w.s.log.Warn("untried messages leased to this worker went back to the queue", "messages", res.RowsAffected)
 	}
 }
 
@@ -826,7 +920,7 @@ func (w *Worker) applyDailyLimit(ctx context.Context, kind string, id int64, tgt
 		err := s.db.WithContext(context.WithoutCancel(ctx)).Model(&OutboxMessage{}).
 			Where("id = ? AND lease_owner = ?", m.ID, w.owner).
 			Updates(map[string]any{"status": StatusQueued, "lease_owner": "", "lease_until": nil,
-				"next_attempt_at": resume, "attempts": gorm.Expr("attempts - 1"),
+				"next_attempt_at": resume, "attempts": max(m.Attempts-1, 0),
 				"last_error": fmt.Sprintf("daily limit of %d reached; waiting", tgt.DailyLimit), "updated_at": now}).Error
 		if err != nil {
 			s.log.Error("defer message over the daily limit", "outbox_id", m.ID, "error", err)

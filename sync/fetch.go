@@ -177,61 +177,132 @@ func (fs *folderSync) fetchAll(ctx context.Context, uids []uint32) error {
 // errStoreFailed stops the reader when the writer has failed.
 var errStoreFailed = errors.New("store failed")
 
-// readAll sends the UID FETCHes and reads every message into toWork.
+// fetchesInFlight is how many UID FETCHes readAll keeps sent: the next
+// batch's goes out before this one's responses end, so that the server
+// goes on to it without waiting for a round trip (over TLS, through
+// Dovecot's login proxy, the idle time between batches was a fifth of an
+// initial sync; docs/benchmarks.md, "IMAP sync").
+const fetchesInFlight = 2
+
+// arrival is what a FETCH's pump hands the reader: one message, or the end
+// of its command.
+type arrival struct {
+	msg  *imapclient.FetchMessageData
+	ack  chan struct{} // the reader is done with msg; the pump may go on
+	done bool          // the command ended, with err
+	err  error
+}
+
+// readAll sends the UID FETCHes, fetchesInFlight at a time, and reads
+// every message into toWork.
+//
+// A server may answer pipelined FETCHes interleaved (Dovecot runs them in
+// parallel), and go-imap hands each message to the command whose UIDs it
+// belongs to, holding its reader until that message's literal is read. So
+// each command has a pump goroutine that takes its messages one by one and
+// passes each to this goroutine, which reads them in the order they come,
+// whichever command they belong to, and lets the pump go on only when it
+// is done with the message.
 func (fs *folderSync) readAll(uids []uint32, toWork chan<- *fetched, bud *budget, spare spareBodies, storeErr <-chan struct{}) error {
 	s, f := fs.s, fs.f
 	opts := &imap.FetchOptions{
 		UID: true, Flags: true, InternalDate: true, RFC822Size: true, ModSeq: s.condstore,
 		BodySection: []*imap.FetchItemBodySection{{Peek: true}},
 	}
-	for start := 0; start < len(uids); start += fs.e.cfg.BatchSize {
-		batch := uids[start:min(start+fs.e.cfg.BatchSize, len(uids))]
-		cmd := s.c.Fetch(uidSet(batch), opts)
-		w := s.watch()
-		stopped := false
+	arrivals := make(chan arrival)
+	quit := make(chan struct{}) // the connection broke: pumps stop touching it
+	pump := func(cmd *imapclient.FetchCommand) {
+		ack := make(chan struct{})
 		for {
 			msg := cmd.Next()
 			if msg == nil {
 				break
 			}
-			w.touch()
+			select {
+			case arrivals <- arrival{msg: msg, ack: ack}:
+			case <-quit:
+				return
+			}
+			select {
+			case <-ack:
+			case <-quit:
+				return
+			}
+		}
+		select {
+		case arrivals <- arrival{done: true, err: cmd.Close()}:
+		case <-quit:
+		}
+	}
+	bs := fs.e.cfg.BatchSize
+	next, inFlight := 0, 0
+	var (
+		firstErr    error
+		stopped     bool // draining: the store failed or a FETCH failed
+		storeFailed bool
+	)
+	w := s.watch()
+	for {
+		for !stopped && inFlight < fetchesInFlight && next < len(uids) {
+			cmd := s.c.Fetch(uidSet(uids[next:min(next+bs, len(uids))]), opts)
+			next += bs
+			inFlight++
+			go pump(cmd)
+		}
+		if inFlight == 0 {
+			break
+		}
+		a := <-arrivals
+		w.touch()
+		if a.done {
+			inFlight--
+			if a.err != nil && firstErr == nil {
+				firstErr = a.err
+				stopped = true
+			}
+			continue
+		}
+		if !stopped {
 			select {
 			case <-storeErr:
-				stopped = true
+				stopped, storeFailed = true, true
 			default:
 			}
-			if stopped {
-				for msg.Next() != nil {
-				}
-				continue
-			}
-			m := fs.readMessage(msg, w, bud, spare)
-			if m.broken != nil {
-				// The connection died inside a literal. go-imap's reader has
-				// moved on: touching this FETCH again (Next, Close) would
-				// read the literal again, racing with it. The client is
-				// closed; return.
-				return &stepError{Step: stepFetch, Folder: f.Name, Err: s.end(w, m.broken)}
-			}
-			if m.row.UID == 0 {
-				if m.body != nil {
-					bud.give(int64(len(m.body)))
-				}
-				continue
-			}
-			if h := fs.e.hooks.fetched; h != nil {
-				h(fs.mb.ID, m.row.UID)
-			}
-			w.pause()
-			toWork <- m
-			w.touch()
-		}
-		if err := s.end(w, cmd.Close()); err != nil {
-			return &stepError{Step: stepFetch, Folder: f.Name, Err: err}
 		}
 		if stopped {
-			return errStoreFailed
+			for a.msg.Next() != nil {
+			}
+			a.ack <- struct{}{}
+			continue
 		}
+		m := fs.readMessage(a.msg, w, bud, spare)
+		if m.broken != nil {
+			// The connection died inside a literal. go-imap's reader has
+			// moved on: touching these FETCHes again (Next, Close) would
+			// read the literal again, racing with it. The client is
+			// closed; return.
+			close(quit)
+			return &stepError{Step: stepFetch, Folder: f.Name, Err: s.end(w, m.broken)}
+		}
+		a.ack <- struct{}{}
+		if m.row.UID == 0 {
+			if m.body != nil {
+				bud.give(int64(len(m.body)))
+			}
+			continue
+		}
+		if h := fs.e.hooks.fetched; h != nil {
+			h(fs.mb.ID, m.row.UID)
+		}
+		w.pause()
+		toWork <- m
+		w.touch()
+	}
+	if err := s.end(w, firstErr); err != nil {
+		return &stepError{Step: stepFetch, Folder: f.Name, Err: err}
+	}
+	if storeFailed {
+		return errStoreFailed
 	}
 	return nil
 }
