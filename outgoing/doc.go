@@ -11,4 +11,14 @@
 //     was accepted, and ends sent, failed or unknown: never lost.
 //   - The account for a message is chosen strictly by its From address among
 //     active accounts; there is no silent fallback.
+//
+// The outbox's path for a message (handoff.go, worker.go): while this
+// instance's Worker runs, a submitted message's row is committed already
+// leased to it ("sending", no attempt counted yet) and the message goes to
+// the worker in memory; otherwise, or when that queue is full, the row is
+// "queued" and a worker claims it. Either way the 202 reports "queued".
+// Bodies are stored S2-compressed when that saves an eighth (body.go). A
+// lease that runs out turns a tried message into "unknown" (it may have
+// been delivered; resent MaxUnknownRetries times) and an untried one back
+// into "queued".
 package outgoing
