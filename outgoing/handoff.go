@@ -14,12 +14,12 @@ const (
 // handoff passes messages accepted by this instance straight to its
 // running worker, so that the worker does not read back from the database
 // what it was just given: a submitted message's row is inserted already
-// leased to the worker ("sending", attempts 1, as a claim would leave it),
-// and after the commit the message, body included, goes into the worker's
-// queue in memory. The row is durable either way: if the process dies
-// before the message is sent, its lease runs out and another worker takes
-// it, as with any claimed message; if the worker stops, it puts the
-// messages it was handed and did not start back in the queue.
+// leased to the worker ("sending", with no attempt counted until its
+// outcome), and after the commit the message, with its stored body, goes
+// into the worker's queue in memory. The row is durable either way: if
+// the process dies before the message is sent, its lease runs out and a
+// claim puts it back in the queue (expireLeases); if the worker stops, it
+// puts the messages it was handed and did not start back in the queue.
 //
 // Room in the queue is reserved before the insert (reserve), so that a
 // committed message always fits (push); when there is no room, or no
@@ -103,18 +103,13 @@ func (h *handoff) take(n int, first *OutboxMessage) []OutboxMessage {
 	return out
 }
 
-// shut stops new reservations.
-func (h *handoff) shut() {
-	h.mu.Lock()
-	h.closed = true
-	h.mu.Unlock()
-}
-
 // close stops new reservations, waits for the submissions that reserved
 // room to hand their messages over (or give up), and returns what was
 // handed over and not taken.
 func (h *handoff) close() []OutboxMessage {
-	h.shut()
+	h.mu.Lock()
+	h.closed = true
+	h.mu.Unlock()
 	h.inFlight.Wait()
 	return h.take(maxHandoffMessages, nil)
 }
