@@ -856,10 +856,10 @@ func (w *Worker) releaseAll(msgs []OutboxMessage) {
 	}
 	byAttempts := map[int][]int64{}
 	for _, m := range msgs {
-		a := max(m.Attempts-1, 0) // a claim counted one; a handover not yet (unpack)
-		if m.Raw == nil && m.stored != nil {
-			a = m.Attempts // not unpacked: nothing counted
-		}
+		// The row holds one attempt fewer once this worker is done with
+		// it: a claim counted one in the row; unpack counted one in memory
+		// only (the row holds 0), and a message not unpacked has 0.
+		a := max(m.Attempts-1, 0)
 		byAttempts[a] = append(byAttempts[a], m.ID)
 	}
 	now := w.s.now()
