@@ -27,6 +27,7 @@ const (
 type groupCommit struct {
 	db     *store.DB
 	sqlite *sqliteWrites // nil: multi-row statements
+	pg     *pgInserts    // PostgreSQL: one statement per group (pgwrite.go)
 
 	mu      sync.Mutex
 	pending []*groupReq
@@ -128,11 +129,27 @@ func (g *groupCommit) commit(ctx context.Context, batch []*groupReq) {
 }
 
 // write inserts rows and their bodies in one transaction. On PostgreSQL
-// that is two multi-row statements (two round trips). SQLite has no round
-// trips, and multi-row statements cost it a statement journal
-// (sqlitewrite.go): there each row is a single-row INSERT.
+// that is one statement (pgwrite.go). SQLite has no round trips, and
+// multi-row statements cost it a statement journal (sqlitewrite.go): there
+// each row is a single-row INSERT.
 func (g *groupCommit) write(ctx context.Context, rows []*OutboxMessage) error {
-	err := g.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	var err error
+	if g.pg != nil {
+		err = g.pg.write(ctx, g.db, rows)
+	} else {
+		err = g.writeTx(ctx, rows)
+	}
+	if err != nil {
+		for _, m := range rows {
+			m.ID = 0
+		}
+	}
+	return err
+}
+
+// writeTx inserts rows and their bodies in one transaction.
+func (g *groupCommit) writeTx(ctx context.Context, rows []*OutboxMessage) error {
+	return g.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if si := g.sqlite; si != nil {
 			for _, m := range rows {
 				if err := si.outbox.insert(tx, m); err != nil {
@@ -154,10 +171,4 @@ func (g *groupCommit) write(ctx context.Context, rows []*OutboxMessage) error {
 		}
 		return tx.Create(&bodies).Error
 	})
-	if err != nil {
-		for _, m := range rows {
-			m.ID = 0
-		}
-	}
-	return err
 }

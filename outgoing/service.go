@@ -143,6 +143,13 @@ func NewService(d Deps, cfg Config) *Service {
 		}
 		s.sqlite, s.inserts.sqlite = sw, sw
 	}
+	if s.db.Dialect == store.Postgres {
+		pg, err := newPGInserts(s.db.Gorm)
+		if err != nil { // the transaction of two statements still works
+			s.log.Error("outbox: single-statement group inserts unavailable", "error", err)
+		}
+		s.inserts.pg = pg
+	}
 	s.routers = []Router{systemRouter{s}, smtpRouter{s}, addressRouter{s}}
 	s.limiter = d.Limiter
 	if s.limiter == nil {

@@ -37,6 +37,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -57,6 +58,7 @@ const (
 
 type options struct {
 	n, msmtpN, size, clients, conns int
+	rounds                          int
 	split                           bool
 	mailsync, msmtp, postgres       string
 	work, only, logLevel            string
@@ -64,6 +66,7 @@ type options struct {
 }
 
 type result struct {
+	round   int // 1…; msmtp runs in round 1 only
 	name    string
 	n       int
 	elapsed time.Duration
@@ -84,6 +87,7 @@ func main() {
 	flag.IntVar(&o.n, "n", 10000, "messages for the raw loop and for mailsync")
 	flag.IntVar(&o.msmtpN, "msmtp-n", 300, "messages for msmtp (one process each, so fewer)")
 	flag.IntVar(&o.size, "size", 10240, "approximate size of the message text in bytes")
+	flag.IntVar(&o.rounds, "rounds", 1, "rounds of raw loop and mailsync runs, back to back (the raw loop first in odd rounds, last in even ones); ratios are taken within a round, and their median is the result")
 	flag.IntVar(&o.clients, "clients", 8, "concurrent API clients submitting to mailsync")
 	flag.IntVar(&o.conns, "conns", 0, "MAILSYNC_SMTP_CONNS_PER_ACCOUNT for mailsync (0 = its default)")
 	flag.StringVar(&o.mailsync, "mailsync", "", "path of the mailsync binary (required for the mailsync runs)")
@@ -95,6 +99,10 @@ func main() {
 	flag.BoolVar(&o.split, "split", true, "after the timed mailsync run, time accepting and sending apart: queue n more while the sink holds, then release it")
 	flag.DurationVar(&o.timeout, "timeout", 15*time.Minute, "bound on the whole run")
 	flag.Parse()
+	if o.rounds < 1 {
+		fmt.Fprintln(os.Stderr, "bench: -rounds must be at least 1")
+		os.Exit(2)
+	}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -135,48 +143,60 @@ func run(o options) error {
 	fmt.Printf("work folder %s, sink on 127.0.0.1:%d\n", o.work, sk.port())
 
 	var results []result
-	if want["raw"] {
-		r, err := runRaw(ctx, o, sk, ca, body)
+	add := func(round int, r result, err error, what string) error {
 		if err != nil {
-			return fmt.Errorf("raw: %w", err)
+			return fmt.Errorf("%s: %w", what, err)
 		}
+		r.round = round
 		results = append(results, r)
-		fmt.Printf("  %s: %.0f msg/s\n", r.name, r.rate())
+		fmt.Printf("  round %d, %s: %.1f msg/s\n", round, r.name, r.rate())
+		return nil
 	}
-	if want["msmtp"] {
-		r, err := runMsmtp(ctx, o, sk, caFile, body)
-		if err != nil {
-			return fmt.Errorf("msmtp: %w", err)
+	for round := 1; round <= o.rounds; round++ {
+		ro := o
+		ro.split = o.split && round == 1
+		if o.rounds > 1 { // a fresh data folder (and log) per round
+			ro.work = filepath.Join(o.work, fmt.Sprintf("round-%d", round))
+			if err := os.MkdirAll(ro.work, 0o700); err != nil {
+				return err
+			}
 		}
-		results = append(results, r)
-		fmt.Printf("  %s: %.1f msg/s\n", r.name, r.rate())
-	}
-	if want["sqlite"] {
-		r, err := runMailsync(ctx, o, sk, caFile, body, "SQLite", nil)
-		if err != nil {
-			return fmt.Errorf("mailsync on SQLite: %w", err)
+		raw := func() error {
+			if !want["raw"] {
+				return nil
+			}
+			r, err := runRaw(ctx, ro, sk, ca, body)
+			return add(round, r, err, "raw")
 		}
-		results = append(results, r)
-		fmt.Printf("  %s: %.0f msg/s\n", r.name, r.rate())
-	}
-	if want["postgres"] && o.postgres != "" {
-		dsn, drop, err := scratchDatabase(ctx, o.postgres)
-		if err != nil {
-			return fmt.Errorf("PostgreSQL: %w", err)
+		if round%2 == 1 {
+			if err := raw(); err != nil {
+				return err
+			}
 		}
-		key, err := secret.GenerateKey()
-		if err != nil {
-			drop()
-			return err
+		if want["msmtp"] && round == 1 {
+			r, err := runMsmtp(ctx, ro, sk, caFile, body)
+			if err := add(round, r, err, "msmtp"); err != nil {
+				return err
+			}
 		}
-		r, err := runMailsync(ctx, o, sk, caFile, body, "PostgreSQL",
-			[]string{"MAILSYNC_DB=" + dsn, "MAILSYNC_SECRET_KEY=" + key})
-		drop()
-		if err != nil {
-			return fmt.Errorf("mailsync on PostgreSQL: %w", err)
+		if want["sqlite"] {
+			r, err := runMailsync(ctx, ro, sk, caFile, body, "SQLite", nil)
+			if err := add(round, r, err, "mailsync on SQLite"); err != nil {
+				return err
+			}
 		}
-		results = append(results, r)
-		fmt.Printf("  %s: %.0f msg/s\n", r.name, r.rate())
+		if want["postgres"] && o.postgres != "" {
+			if err := runPostgres(ctx, ro, sk, caFile, body, func(r result, err error) error {
+				return add(round, r, err, "mailsync on PostgreSQL")
+			}); err != nil {
+				return err
+			}
+		}
+		if round%2 == 0 {
+			if err := raw(); err != nil {
+				return err
+			}
+		}
 	}
 	if n := sk.plainTx.Load(); n > 0 {
 		return fmt.Errorf("%d transactions reached the sink without TLS", n)
@@ -184,6 +204,22 @@ func run(o options) error {
 	report(os.Stdout, o, results)
 	fmt.Printf("sink: every transaction under STARTTLS after AUTH (mechanisms used: %s)\n", sk.mechanisms())
 	return nil
+}
+
+// runPostgres runs mailsync on a scratch PostgreSQL database and passes the
+// outcome to add.
+func runPostgres(ctx context.Context, o options, sk *sink, caFile, body string, add func(result, error) error) error {
+	dsn, drop, err := scratchDatabase(ctx, o.postgres)
+	if err != nil {
+		return fmt.Errorf("PostgreSQL: %w", err)
+	}
+	defer drop()
+	key, err := secret.GenerateKey()
+	if err != nil {
+		return err
+	}
+	return add(runMailsync(ctx, o, sk, caFile, body, "PostgreSQL",
+		[]string{"MAILSYNC_DB=" + dsn, "MAILSYNC_SECRET_KEY=" + key}))
 }
 
 // messageText is about size bytes of plain ASCII text in lines of at most
@@ -693,17 +729,18 @@ func randomHex(n int) string {
 
 // report prints the table, the ratios against the goals and the machine.
 func report(w io.Writer, o options, rs []result) {
-	fmt.Fprintf(w, "\n| run | messages | seconds | messages/s | peak RSS |\n| --- | ---: | ---: | ---: | ---: |\n")
-	var raw, msmtp *result
+	fmt.Fprintf(w, "\n| round | run | messages | seconds | messages/s | peak RSS |\n| ---: | --- | ---: | ---: | ---: | ---: |\n")
+	raws := map[int]*result{} // by round
+	var msmtp *result
 	for i, r := range rs {
 		rss := "—"
 		if r.rssKB > 0 {
 			rss = fmt.Sprintf("%.1f MB", float64(r.rssKB)/1024)
 		}
-		fmt.Fprintf(w, "| %s | %d | %.2f | %.1f | %s |\n", r.name, r.n, r.elapsed.Seconds(), r.rate(), rss)
+		fmt.Fprintf(w, "| %d | %s | %d | %.2f | %.1f | %s |\n", r.round, r.name, r.n, r.elapsed.Seconds(), r.rate(), rss)
 		switch {
 		case strings.HasPrefix(r.name, "go-mail"):
-			raw = &rs[i]
+			raws[r.round] = &rs[i]
 		case strings.HasPrefix(r.name, "msmtp"):
 			msmtp = &rs[i]
 		}
@@ -713,7 +750,7 @@ func report(w io.Writer, o options, rs []result) {
 		split = split || r.drain > 0
 	}
 	if split {
-		fmt.Fprintf(w, "\nThe same mailsync process, %d more messages, accepting and sending timed apart:\n\n", o.n)
+		fmt.Fprintf(w, "\nThe same mailsync process (round 1), %d more messages, accepting and sending timed apart:\n\n", o.n)
 		fmt.Fprintf(w, "| run | accepting only (202s), messages/s | sending only (full queue), messages/s | sending / raw limit | CPU per message sent: serve, sink |\n| --- | ---: | ---: | ---: | ---: |\n")
 		for _, r := range rs {
 			if r.drain == 0 {
@@ -721,7 +758,7 @@ func report(w io.Writer, o options, rs []result) {
 			}
 			d := float64(r.n) / r.drain.Seconds()
 			q := "—"
-			if raw != nil {
+			if raw := raws[r.round]; raw != nil {
 				q = fmt.Sprintf("%.2f", d/raw.rate())
 			}
 			fmt.Fprintf(w, "| %s | %.0f | %.0f | %s | %.2f ms, %.2f ms |\n", r.name, float64(r.n)/r.accept.Seconds(), d, q,
@@ -731,26 +768,59 @@ func report(w io.Writer, o options, rs []result) {
 	fmt.Fprintln(w)
 	for _, r := range rs {
 		if r.note != "" {
-			fmt.Fprintf(w, "- %s: %s\n", r.name, r.note)
+			fmt.Fprintf(w, "- round %d, %s: %s\n", r.round, r.name, r.note)
 		}
 	}
 	fmt.Fprintln(w)
+	var names []string
+	ratios, rates := map[string][]float64{}, map[string][]float64{}
+	rss := map[string]int64{}
 	for _, r := range rs {
 		if !strings.HasPrefix(r.name, "mailsync") {
 			continue
 		}
-		if raw != nil {
-			q := r.rate() / raw.rate()
-			fmt.Fprintf(w, "- %s / raw limit = %.2f (goal ≥ 0.50: %s)\n", r.name, q, verdict(q >= 0.5))
+		if _, ok := rates[r.name]; !ok {
+			names = append(names, r.name)
+		}
+		rates[r.name] = append(rates[r.name], r.rate())
+		if raw := raws[r.round]; raw != nil {
+			ratios[r.name] = append(ratios[r.name], r.rate()/raw.rate())
+		}
+		rss[r.name] = max(rss[r.name], r.rssKB)
+	}
+	for _, name := range names {
+		if qs := ratios[name]; len(qs) > 0 {
+			q := median(qs)
+			fmt.Fprintf(w, "- %s / raw limit of the same round = %.2f, the median of %s (goal ≥ 0.50: %s)\n", name, q, list(qs, "%.2f"), verdict(q >= 0.5))
 		}
 		if msmtp != nil {
-			q := r.rate() / msmtp.rate()
-			fmt.Fprintf(w, "- %s / msmtp = %.0f× (goal ≥ 50×: %s)\n", r.name, q, verdict(q >= 50))
+			q := median(rates[name]) / msmtp.rate()
+			fmt.Fprintf(w, "- %s (median rate) / msmtp = %.0f× (goal ≥ 50×: %s)\n", name, q, verdict(q >= 50))
 		}
-		fmt.Fprintf(w, "- %s peak RSS = %.1f MB (goal < 150 MB: %s)\n", r.name, float64(r.rssKB)/1024, verdict(r.rssKB > 0 && r.rssKB < 150*1024))
+		fmt.Fprintf(w, "- %s peak RSS = %.1f MB, the highest of its rounds (goal < 150 MB: %s)\n", name, float64(rss[name])/1024, verdict(rss[name] > 0 && rss[name] < 150*1024))
 	}
 	fmt.Fprintf(w, "\nmachine: %d CPUs (%s), %s, bench built with %s; message text %d bytes, %d API clients\n",
 		runtime.NumCPU(), cpuModel(), kernel(), runtime.Version(), o.size, o.clients)
+}
+
+// median returns the middle of xs (the mean of the two middle ones when
+// their number is even).
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// list formats xs in their order, each with format.
+func list(xs []float64, format string) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = fmt.Sprintf(format, x)
+	}
+	return strings.Join(s, ", ")
 }
 
 func verdict(ok bool) string {

@@ -2,7 +2,7 @@
 # Outbox benchmark: mailsync beside msmtp and a bare go-mail loop, in one run,
 # against one local STARTTLS + AUTH sink. See docs/benchmarks.md.
 #
-#   bench/outbox/run.sh                 # 10,000 messages, SQLite (+ PostgreSQL if up on 127.0.0.1:5432)
+#   bench/outbox/run.sh                 # 10,000 messages, SQLite (+ PostgreSQL if up on 127.0.0.1:5432), 3 rounds
 #   bench/outbox/run.sh -n 2000         # any flag of the Go program (go run ./bench/outbox -help)
 #
 # MAILSYNC_BENCH_POSTGRES overrides the PostgreSQL server (a postgres:// URL
@@ -37,4 +37,4 @@ fi
 
 echo "go: $(go version)"
 echo "nproc: $(nproc)"
-exec "$bin/bench" -mailsync "$bin/mailsync" -postgres "$pg" "$@"
+exec "$bin/bench" -mailsync "$bin/mailsync" -postgres "$pg" -rounds 3 "$@"

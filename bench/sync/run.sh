@@ -3,9 +3,11 @@
 # in one run, against one generated mailbox in a local Dovecot, over plain
 # IMAP and TLS. See docs/benchmarks.md ("IMAP sync").
 #
-#   bench/sync/run.sh            # 20,000 messages
-#   MAILSYNC_BENCH_N=5000 bench/sync/run.sh
+#   bench/sync/run.sh            # 20,000 messages, 3 rounds
+#   MAILSYNC_BENCH_N=5000 MAILSYNC_BENCH_ROUNDS=1 bench/sync/run.sh
 #
+# Each round times mbsync and mailsync back to back on each transport; the
+# ratios are taken within a round and their median is the result.
 # MAILSYNC_BENCH_POSTGRES names the PostgreSQL server (a postgres:// URL
 # whose user may CREATE DATABASE); "none" skips PostgreSQL.
 # MAILSYNC_BENCH_OUT=FILE also writes the table to FILE.
@@ -40,4 +42,4 @@ echo "nproc: $(nproc)"
 echo "mbsync: $(mbsync --version)"
 echo "dovecot: $(/usr/sbin/dovecot --version 2>/dev/null || dovecot --version)"
 echo "load: $(cat /proc/loadavg)"
-MAILSYNC_BENCH=1 MAILSYNC_TEST_POSTGRES="$pg" exec go test -tags bench ./bench/sync -run '^TestSyncBenchmark$' -count=1 -v -timeout 90m
+MAILSYNC_BENCH=1 MAILSYNC_BENCH_ROUNDS=${MAILSYNC_BENCH_ROUNDS:-3} MAILSYNC_TEST_POSTGRES="$pg" exec go test -tags bench ./bench/sync -run '^TestSyncBenchmark$' -count=1 -v -timeout 90m

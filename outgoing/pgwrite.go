@@ -1,0 +1,148 @@
+package outgoing
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"strings"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/schema"
+
+	"github.com/mailsync/mailsync/internal/store"
+)
+
+// PostgreSQL's group insert: one statement, one round trip.
+//
+// A group commit used to be BEGIN, INSERT … RETURNING id, INSERT of the
+// bodies, COMMIT: four round trips to the server, each a wait for its
+// process to be scheduled. On a busy machine the leader spent most of its
+// time waiting there, and every submission waited behind it
+// (docs/benchmarks.md, "Outbox throughput"). Now the ids are taken ahead
+// from the table's sequence, a block at a time, so the rows and their
+// bodies go in one statement —
+//
+//	WITH m AS (INSERT INTO outbox (id, …) VALUES …) INSERT INTO outbox_bodies … VALUES …
+//
+// — which PostgreSQL runs as one transaction: both tables or neither.
+// The bodies' foreign key is checked at the end of the statement, when the
+// rows are there.
+type pgInserts struct {
+	outbox, body []*schema.Field // the columns written, id first
+	ids          []int64         // taken from the sequence, not used yet
+}
+
+// pgIDBlock is how many ids one trip to the sequence takes. Those a
+// stopping instance has not used are skipped: gaps, as a sequence's own
+// cache leaves.
+const pgIDBlock = 256
+
+func newPGInserts(db *gorm.DB) (*pgInserts, error) {
+	cols := func(model any) ([]*schema.Field, error) {
+		st := &gorm.Statement{DB: db}
+		if err := st.Parse(model); err != nil {
+			return nil, fmt.Errorf("parse %T: %w", model, err)
+		}
+		var fs []*schema.Field
+		for _, f := range st.Schema.Fields {
+			if f.DBName == "" || !f.Creatable {
+				continue
+			}
+			if f.PrimaryKey {
+				fs = append([]*schema.Field{f}, fs...)
+				continue
+			}
+			fs = append(fs, f)
+		}
+		return fs, nil
+	}
+	p := &pgInserts{}
+	var err error
+	if p.outbox, err = cols(&OutboxMessage{}); err != nil {
+		return nil, err
+	}
+	if p.body, err = cols(&outboxBody{}); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// takeIDs returns n ids from the outbox's sequence, n ≤ pgIDBlock.
+func (p *pgInserts) takeIDs(ctx context.Context, db *store.DB, n int) ([]int64, error) {
+	if len(p.ids) < n {
+		var more []int64
+		err := db.WithContext(ctx).Raw("SELECT nextval(pg_get_serial_sequence('outbox', 'id')) FROM generate_series(1, ?)", pgIDBlock).
+			Scan(&more).Error
+		if err != nil {
+			return nil, fmt.Errorf("outbox ids: %w", err)
+		}
+		if len(more) != pgIDBlock {
+			return nil, fmt.Errorf("outbox ids: %d from the sequence, want %d", len(more), pgIDBlock)
+		}
+		p.ids = append(p.ids, more...)
+	}
+	ids := p.ids[:n:n]
+	p.ids = p.ids[n:]
+	return ids, nil
+}
+
+// write inserts rows (at most pgIDBlock) and their bodies in one statement,
+// setting each row's ID and, where zero, its created and updated times.
+// The caller resets the IDs when it fails.
+func (p *pgInserts) write(ctx context.Context, db *store.DB, rows []*OutboxMessage) error {
+	ids, err := p.takeIDs(ctx, db, len(rows))
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	var b strings.Builder
+	args := make([]any, 0, len(rows)*(len(p.outbox)+len(p.body)))
+	values := func(fields []*schema.Field, rv reflect.Value) error {
+		b.WriteString("(")
+		for i, f := range fields {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("?")
+			v, zero := f.ValueOf(ctx, rv)
+			if zero && (f.AutoCreateTime != 0 || f.AutoUpdateTime != 0) && f.FieldType == timeType {
+				if err := f.Set(ctx, rv, now); err != nil {
+					return err
+				}
+				v = now
+			}
+			args = append(args, v)
+		}
+		b.WriteString(")")
+		return nil
+	}
+	names := func(fields []*schema.Field) string {
+		s := make([]string, len(fields))
+		for i, f := range fields {
+			s[i] = f.DBName
+		}
+		return strings.Join(s, ", ")
+	}
+	b.WriteString("WITH m AS (INSERT INTO outbox (" + names(p.outbox) + ") VALUES ")
+	for i, m := range rows {
+		m.ID = ids[i]
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		if err := values(p.outbox, reflect.ValueOf(m).Elem()); err != nil {
+			return err
+		}
+	}
+	b.WriteString(") INSERT INTO outbox_bodies (" + names(p.body) + ") VALUES ")
+	for i, m := range rows {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		body := newOutboxBody(m)
+		if err := values(p.body, reflect.ValueOf(&body).Elem()); err != nil {
+			return err
+		}
+	}
+	return db.WithContext(ctx).Exec(b.String(), args...).Error
+}
