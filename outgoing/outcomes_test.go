@@ -9,7 +9,6 @@ import (
 
 	"github.com/mailsync/mailsync/internal/store"
 	"github.com/mailsync/mailsync/internal/store/storetest"
-	"gorm.io/gorm"
 )
 
 // One round's outcomes of every kind are written by one UPDATE: each
@@ -47,7 +46,7 @@ func TestWriteOutcomesMixedBatch(t *testing.T) {
 		for o := range rec.in {
 			batch = append(batch, o)
 		}
-		if err := db.WithContext(ctx).Transaction(func(tx *gorm.DB) error { return w.writeOutcomes(tx, batch) }); err != nil {
+		if err := w.recordOutcomes(ctx, batch); err != nil {
 			t.Fatal(err)
 		}
 		want := []struct {
@@ -88,8 +87,13 @@ func TestWriteOutcomesMixedBatch(t *testing.T) {
 		if len(entries) != 5 {
 			t.Fatalf("send log has %d entries, want 5", len(entries))
 		}
-		if e := entries[4]; e.Reply == "" || e.Reply[:10] != "lease lost" {
-			t.Errorf("entry of the message whose lease was taken: reply %q, want it to say the lease was lost", e.Reply)
+		for i, e := range entries {
+			if lost := strings.HasPrefix(e.Reply, leaseLostReply); lost != (i == 4) {
+				t.Errorf("entry %d: reply %q; want it to say the lease was lost only for the message whose lease was taken", i, e.Reply)
+			}
+			if e.OutboxID != msgs[i].ID || e.Status != []string{LogSent, LogRetry, LogFailed, LogUnknown, LogSent}[i] {
+				t.Errorf("entry %d: outbox_id %d status %q", i, e.OutboxID, e.Status)
+			}
 		}
 	})
 }

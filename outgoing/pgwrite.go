@@ -13,7 +13,7 @@ import (
 	"github.com/mailsync/mailsync/internal/store"
 )
 
-// PostgreSQL's group insert: one statement, one round trip.
+// PostgreSQL's hot writes: one statement, one round trip each.
 //
 // A group commit used to be BEGIN, INSERT … RETURNING id, INSERT of the
 // bodies, COMMIT: four round trips to the server, each a wait for its
@@ -30,6 +30,7 @@ import (
 // rows are there.
 type pgInserts struct {
 	outbox, body []*schema.Field // the columns written, id first
+	log          []*schema.Field // send_log's, without its id (the database's)
 	ids          []int64         // taken from the sequence, not used yet
 }
 
@@ -39,7 +40,7 @@ type pgInserts struct {
 const pgIDBlock = 256
 
 func newPGInserts(db *gorm.DB) (*pgInserts, error) {
-	cols := func(model any) ([]*schema.Field, error) {
+	cols := func(model any, withID bool) ([]*schema.Field, error) {
 		st := &gorm.Statement{DB: db}
 		if err := st.Parse(model); err != nil {
 			return nil, fmt.Errorf("parse %T: %w", model, err)
@@ -50,7 +51,9 @@ func newPGInserts(db *gorm.DB) (*pgInserts, error) {
 				continue
 			}
 			if f.PrimaryKey {
-				fs = append([]*schema.Field{f}, fs...)
+				if withID {
+					fs = append([]*schema.Field{f}, fs...)
+				}
 				continue
 			}
 			fs = append(fs, f)
@@ -59,10 +62,13 @@ func newPGInserts(db *gorm.DB) (*pgInserts, error) {
 	}
 	p := &pgInserts{}
 	var err error
-	if p.outbox, err = cols(&OutboxMessage{}); err != nil {
+	if p.outbox, err = cols(&OutboxMessage{}, true); err != nil {
 		return nil, err
 	}
-	if p.body, err = cols(&outboxBody{}); err != nil {
+	if p.body, err = cols(&outboxBody{}, true); err != nil {
+		return nil, err
+	}
+	if p.log, err = cols(&LogEntry{}, false); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -143,6 +149,55 @@ func (p *pgInserts) write(ctx context.Context, db *store.DB, rows []*OutboxMessa
 		if err := values(p.body, reflect.ValueOf(&body).Elem()); err != nil {
 			return err
 		}
+	}
+	return db.WithContext(ctx).Exec(b.String(), args...).Error
+}
+
+// outcomes records a batch of send outcomes in one statement: the UPDATE
+// of the rows whose lease owner still holds them, and the send-log entries
+// — an entry whose row had changed hands says so in its reply —
+//
+//	WITH upd AS (UPDATE outbox SET … WHERE lease_owner = … AND id IN (…) RETURNING id)
+//	INSERT INTO send_log … VALUES (…, CASE WHEN EXISTS (SELECT 1 FROM upd WHERE id = …) THEN … ELSE … END, …)
+//
+// one round trip and one transaction, where a transaction with a locking
+// SELECT, the UPDATE and the INSERT took five.
+func (p *pgInserts) outcomes(ctx context.Context, db *store.DB, batch []outcome, owner string) error {
+	update, args := outcomeUpdate(batch, owner)
+	var b strings.Builder
+	b.WriteString("WITH upd AS (" + update + " RETURNING id) INSERT INTO send_log (")
+	for i, f := range p.log {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(f.DBName)
+	}
+	b.WriteString(") VALUES ")
+	now := time.Now()
+	for i := range batch {
+		e := &batch[i].entry
+		rv := reflect.ValueOf(e).Elem()
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("(")
+		for j, f := range p.log {
+			if j > 0 {
+				b.WriteString(", ")
+			}
+			v, zero := f.ValueOf(ctx, rv)
+			if zero && f.AutoCreateTime != 0 && f.FieldType == timeType {
+				v = now
+			}
+			if f.DBName == "reply" {
+				b.WriteString("CASE WHEN EXISTS (SELECT 1 FROM upd WHERE upd.id = ?) THEN ? ELSE ? END")
+				args = append(args, e.OutboxID, e.Reply, leaseLostReply+e.Reply)
+				continue
+			}
+			b.WriteString("?")
+			args = append(args, v)
+		}
+		b.WriteString(")")
 	}
 	return db.WithContext(ctx).Exec(b.String(), args...).Error
 }

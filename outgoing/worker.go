@@ -686,9 +686,7 @@ func (r *recorder) run() {
 // and the attempt is counted and logged.
 func (r *recorder) write(batch []outcome) {
 	w := r.w
-	tx := func(b []outcome) error {
-		return w.s.db.WithContext(r.ctx).Transaction(func(tx *gorm.DB) error { return w.writeOutcomes(tx, b) })
-	}
+	tx := func(b []outcome) error { return w.recordOutcomes(r.ctx, b) }
 	if err := tx(batch); err != nil {
 		for i := range batch {
 			if len(batch) > 1 {
@@ -716,6 +714,19 @@ func (r *recorder) write(batch []outcome) {
 			"route_id", o.m.RouteID, "outcome", o.status, "step", o.entry.Step, "code", o.entry.Code, "elapsed_ms", o.dur.Milliseconds())
 	}
 }
+
+// recordOutcomes writes a batch of outcomes atomically: on PostgreSQL in one
+// statement (pgwrite.go), elsewhere in one transaction (writeOutcomes).
+func (w *Worker) recordOutcomes(ctx context.Context, batch []outcome) error {
+	if pg := w.s.inserts.pg; pg != nil {
+		return pg.outcomes(ctx, w.s.db, batch, w.owner)
+	}
+	return w.s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error { return w.writeOutcomes(tx, batch) })
+}
+
+// leaseLostReply starts the reply of a send-log entry whose message's lease
+// had passed to another worker when the outcome was recorded.
+const leaseLostReply = "lease lost before the outcome was recorded: "
 
 // writeOutcomes updates the messages whose lease this worker still holds,
 // in one statement, and inserts the send-log entries in one more. When a
@@ -745,7 +756,7 @@ func (w *Worker) writeOutcomes(tx *gorm.DB, batch []outcome) error {
 	for i, o := range batch {
 		entries[i] = o.entry
 		if !isHeld[o.m.ID] {
-			entries[i].Reply = "lease lost before the outcome was recorded: " + entries[i].Reply
+			entries[i].Reply = leaseLostReply + entries[i].Reply
 			continue
 		}
 		mine = append(mine, o)
