@@ -152,3 +152,33 @@ func TestGroupCommitBodiesFollowTheirRows(t *testing.T) {
 		}
 	})
 }
+
+// On PostgreSQL, ids are taken from the sequence ahead of the inserts, in
+// blocks, or all at once when more are wanted than a block: each id once.
+func TestPGTakeIDs(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		pg := NewService(Deps{DB: db}, Config{}).inserts.pg
+		if db.Dialect != store.Postgres {
+			if pg != nil {
+				t.Fatal("ids taken ahead on SQLite")
+			}
+			return
+		}
+		seen := map[int64]bool{}
+		for _, n := range []int{1, pgIDBlock - 1, pgIDBlock + 7, 3} {
+			ids, err := pg.takeIDs(context.Background(), db, n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ids) != n {
+				t.Fatalf("asked for %d ids, got %d", n, len(ids))
+			}
+			for _, id := range ids {
+				if id <= 0 || seen[id] {
+					t.Fatalf("id %d given twice or not positive", id)
+				}
+				seen[id] = true
+			}
+		}
+	})
+}

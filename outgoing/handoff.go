@@ -8,7 +8,7 @@ import (
 // bodies, accepted by this instance and waiting in memory for its worker.
 const (
 	maxHandoffMessages = 4096
-	maxHandoffBytes    = 48 << 20
+	maxHandoffBytes    = 32 << 20
 )
 
 // handoff passes messages accepted by this instance straight to its

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
-	"time"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/schema"
@@ -36,7 +35,9 @@ type pgInserts struct {
 
 // pgIDBlock is how many ids one trip to the sequence takes. Those a
 // stopping instance has not used are skipped: gaps, as a sequence's own
-// cache leaves.
+// cache leaves. With several instances, ids no longer follow the order of
+// the commits (nothing reads them as a cursor: claims go by
+// next_attempt_at, the send log's cursor is its own id).
 const pgIDBlock = 256
 
 func newPGInserts(db *gorm.DB) (*pgInserts, error) {
@@ -74,17 +75,19 @@ func newPGInserts(db *gorm.DB) (*pgInserts, error) {
 	return p, nil
 }
 
-// takeIDs returns n ids from the outbox's sequence, n ≤ pgIDBlock.
+// takeIDs returns n ids from the outbox's sequence. Only the group
+// commit's leader calls it (one at a time).
 func (p *pgInserts) takeIDs(ctx context.Context, db *store.DB, n int) ([]int64, error) {
 	if len(p.ids) < n {
+		want := max(pgIDBlock, n-len(p.ids))
 		var more []int64
-		err := db.WithContext(ctx).Raw("SELECT nextval(pg_get_serial_sequence('outbox', 'id')) FROM generate_series(1, ?)", pgIDBlock).
+		err := db.WithContext(ctx).Raw("SELECT nextval(pg_get_serial_sequence('outbox', 'id')) FROM generate_series(1, ?)", want).
 			Scan(&more).Error
 		if err != nil {
 			return nil, fmt.Errorf("outbox ids: %w", err)
 		}
-		if len(more) != pgIDBlock {
-			return nil, fmt.Errorf("outbox ids: %d from the sequence, want %d", len(more), pgIDBlock)
+		if len(more) != want {
+			return nil, fmt.Errorf("outbox ids: %d from the sequence, want %d", len(more), want)
 		}
 		p.ids = append(p.ids, more...)
 	}
@@ -93,7 +96,7 @@ func (p *pgInserts) takeIDs(ctx context.Context, db *store.DB, n int) ([]int64, 
 	return ids, nil
 }
 
-// write inserts rows (at most pgIDBlock) and their bodies in one statement,
+// write inserts rows and their bodies in one statement,
 // setting each row's ID and, where zero, its created and updated times.
 // The caller resets the IDs when it fails.
 func (p *pgInserts) write(ctx context.Context, db *store.DB, rows []*OutboxMessage) error {
@@ -101,7 +104,7 @@ func (p *pgInserts) write(ctx context.Context, db *store.DB, rows []*OutboxMessa
 	if err != nil {
 		return err
 	}
-	now := time.Now()
+	now := db.Gorm.NowFunc()
 	var b strings.Builder
 	args := make([]any, 0, len(rows)*(len(p.outbox)+len(p.body)))
 	values := func(fields []*schema.Field, rv reflect.Value) error {
@@ -173,7 +176,7 @@ func (p *pgInserts) outcomes(ctx context.Context, db *store.DB, batch []outcome,
 		b.WriteString(f.DBName)
 	}
 	b.WriteString(") VALUES ")
-	now := time.Now()
+	now := db.Gorm.NowFunc()
 	for i := range batch {
 		e := &batch[i].entry
 		rv := reflect.ValueOf(e).Elem()
