@@ -46,6 +46,12 @@ func TestWriteOutcomesMixedBatch(t *testing.T) {
 		for o := range rec.in {
 			batch = append(batch, o)
 		}
+		// Every kind of outcome sets the same columns: the UPDATE's text
+		// depends only on the number of outcomes.
+		first, _ := outcomeUpdate(batch[:2], w.owner)
+		if other, _ := outcomeUpdate(batch[2:4], w.owner); other != first {
+			t.Errorf("UPDATE for sent and retry:\n%s\nfor failed and unknown:\n%s", first, other)
+		}
 		if err := w.recordOutcomes(ctx, batch); err != nil {
 			t.Fatal(err)
 		}

@@ -553,8 +553,14 @@ func (w *Worker) finish(rec *recorder, m OutboxMessage, tgt Target, a attempt) {
 	s := w.s
 	now := s.now()
 	// attempts as the worker counted them: a claim counted it in the row
-	// already, a handover only in memory (unpack).
-	upd := map[string]any{"lease_owner": "", "lease_until": nil, "updated_at": now, "attempts": m.Attempts}
+	// already, a handover only in memory (unpack). Every outcome sets the
+	// same columns (sent_at and unknown_count as they are unless this
+	// outcome changes them; the lease makes m's copy the row's), so that a
+	// batch's UPDATE has one text per number of outcomes: one prepared
+	// statement on SQLite, a handful in pgx's cache on PostgreSQL instead of
+	// one per mix of outcomes.
+	upd := map[string]any{"lease_owner": "", "lease_until": nil, "updated_at": now, "attempts": m.Attempts,
+		"sent_at": m.SentAt, "unknown_count": m.UnknownCount}
 	var (
 		logStatus string
 		se        *StepError
