@@ -37,7 +37,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,6 +46,7 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx", to create the PostgreSQL database
 	gomail "github.com/wneessen/go-mail"
 
+	"github.com/mailsync/mailsync/internal/benchstat"
 	"github.com/mailsync/mailsync/internal/secret"
 )
 
@@ -790,37 +790,17 @@ func report(w io.Writer, o options, rs []result) {
 	}
 	for _, name := range names {
 		if qs := ratios[name]; len(qs) > 0 {
-			q := median(qs)
-			fmt.Fprintf(w, "- %s / raw limit of the same round = %.2f, the median of %s (goal ≥ 0.50: %s)\n", name, q, list(qs, "%.2f"), verdict(q >= 0.5))
+			q := benchstat.Median(qs)
+			fmt.Fprintf(w, "- %s / raw limit of the same round = %.2f, the median of %s (goal ≥ 0.50: %s)\n", name, q, benchstat.Join(qs, "%.2f"), verdict(q >= 0.5))
 		}
 		if msmtp != nil {
-			q := median(rates[name]) / msmtp.rate()
+			q := benchstat.Median(rates[name]) / msmtp.rate()
 			fmt.Fprintf(w, "- %s (median rate) / msmtp = %.0f× (goal ≥ 50×: %s)\n", name, q, verdict(q >= 50))
 		}
 		fmt.Fprintf(w, "- %s peak RSS = %.1f MB, the highest of its rounds (goal < 150 MB: %s)\n", name, float64(rss[name])/1024, verdict(rss[name] > 0 && rss[name] < 150*1024))
 	}
 	fmt.Fprintf(w, "\nmachine: %d CPUs (%s), %s, bench built with %s; message text %d bytes, %d API clients\n",
 		runtime.NumCPU(), cpuModel(), kernel(), runtime.Version(), o.size, o.clients)
-}
-
-// median returns the middle of xs (the mean of the two middle ones when
-// their number is even).
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-// list formats xs in their order, each with format.
-func list(xs []float64, format string) string {
-	s := make([]string, len(xs))
-	for i, x := range xs {
-		s[i] = fmt.Sprintf(format, x)
-	}
-	return strings.Join(s, ", ")
 }
 
 func verdict(ok bool) string {

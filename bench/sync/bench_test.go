@@ -24,13 +24,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/mailsync/mailsync/internal/benchstat"
 	"github.com/mailsync/mailsync/internal/netguard"
 	"github.com/mailsync/mailsync/internal/secret"
 	"github.com/mailsync/mailsync/internal/store"
@@ -495,7 +495,7 @@ func report(t *testing.T, results []result) {
 	}
 	for _, k := range keys {
 		fmt.Fprintf(&b, "- mailsync %s %s: initial rate %.2f× mbsync (rounds: %s), resync time %.2f× mbsync (rounds: %s), peak RSS %.0f MB\n",
-			k.db, k.transport, median(rates[k]), times(rates[k]), median(resyncs[k]), times(resyncs[k]), float64(rss[k])/(1<<20))
+			k.db, k.transport, benchstat.Median(rates[k]), benchstat.Join(rates[k], "%.2f×"), benchstat.Median(resyncs[k]), benchstat.Join(resyncs[k], "%.2f×"), float64(rss[k])/(1<<20))
 	}
 	fmt.Println(b.String())
 	if out := os.Getenv("MAILSYNC_BENCH_OUT"); out != "" {
@@ -503,24 +503,4 @@ func report(t *testing.T, results []result) {
 			t.Error(err)
 		}
 	}
-}
-
-// median returns the middle of xs (the mean of the two middle ones when
-// their number is even).
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-// times formats ratios in their order: "1.52×, 1.61×".
-func times(xs []float64) string {
-	s := make([]string, len(xs))
-	for i, x := range xs {
-		s[i] = fmt.Sprintf("%.2f×", x)
-	}
-	return strings.Join(s, ", ")
 }
