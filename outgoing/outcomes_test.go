@@ -136,3 +136,40 @@ func TestClaimIsBoundedByBytes(t *testing.T) {
 		}
 	})
 }
+
+// A worker stopped while a round reads its route's settings tried nothing:
+// the round's messages go back in the queue, due now, without the attempt
+// their claim counted and without a send-log entry. (Before, they were
+// recorded as a failed attempt with "context canceled" and backed off.)
+func TestStopBeforeTheRoundReleasesIt(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		s := NewService(Deps{DB: db}, Config{})
+		w := s.NewWorker()
+		lease := time.Now().UTC().Add(time.Minute)
+		m := gcMessage(1, nil, 10)
+		m.Status, m.LeaseOwner, m.LeaseUntil, m.Attempts = StatusSending, w.owner, &lease, 1
+		if err := db.Gorm.Create(m).Error; err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		rec := w.startRecorder(ctx, 1)
+		w.sendRoute(ctx, rec, KindSystem, 1, []OutboxMessage{*m})
+		rec.close()
+		var got OutboxMessage
+		if err := db.Gorm.First(&got, m.ID).Error; err != nil {
+			t.Fatal(err)
+		}
+		if got.Status != StatusQueued || got.Attempts != 0 || got.LeaseOwner != "" || got.LastError != "" {
+			t.Errorf("after a stop before the round: status %q attempts %d owner %q last_error %q; want queued, 0, no owner, no error",
+				got.Status, got.Attempts, got.LeaseOwner, got.LastError)
+		}
+		var entries int64
+		if err := db.Gorm.Model(&LogEntry{}).Count(&entries).Error; err != nil {
+			t.Fatal(err)
+		}
+		if entries != 0 {
+			t.Errorf("send log has %d entries for a message never tried", entries)
+		}
+	})
+}

@@ -453,6 +453,11 @@ func (w *Worker) keepLeases(ctx context.Context) (stop func()) {
 func (w *Worker) sendRoute(ctx context.Context, rec *recorder, kind string, id int64, msgs []OutboxMessage) {
 	s := w.s
 	tgt, err := s.target(ctx, kind, id)
+	if err != nil && ctx.Err() != nil {
+		// Stopping before the round went out: nothing was tried.
+		w.releaseAll(msgs)
+		return
+	}
 	if err != nil {
 		for _, m := range msgs {
 			switch {
