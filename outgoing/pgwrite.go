@@ -28,7 +28,7 @@ import (
 // The bodies' foreign key is checked at the end of the statement, when the
 // rows are there.
 type pgInserts struct {
-	outbox, body []*schema.Field // the columns written, id first
+	outbox, body []*schema.Field // the columns written, the outbox's id first
 	log          []*schema.Field // send_log's, without its id (the database's)
 	ids          []int64         // taken from the sequence, not used yet
 }
@@ -41,35 +41,19 @@ type pgInserts struct {
 const pgIDBlock = 256
 
 func newPGInserts(db *gorm.DB) (*pgInserts, error) {
-	cols := func(model any, withID bool) ([]*schema.Field, error) {
-		st := &gorm.Statement{DB: db}
-		if err := st.Parse(model); err != nil {
-			return nil, fmt.Errorf("parse %T: %w", model, err)
-		}
-		var fs []*schema.Field
-		for _, f := range st.Schema.Fields {
-			if f.DBName == "" || !f.Creatable {
-				continue
-			}
-			if f.PrimaryKey {
-				if withID {
-					fs = append([]*schema.Field{f}, fs...)
-				}
-				continue
-			}
-			fs = append(fs, f)
-		}
-		return fs, nil
-	}
 	p := &pgInserts{}
-	var err error
-	if p.outbox, err = cols(&OutboxMessage{}, true); err != nil {
+	_, fields, id, err := insertFields(db, &OutboxMessage{})
+	if err != nil {
 		return nil, err
 	}
-	if p.body, err = cols(&outboxBody{}, true); err != nil {
+	if id == nil {
+		return nil, fmt.Errorf("outbox: no autoincrement primary key in the model")
+	}
+	p.outbox = append([]*schema.Field{id}, fields...)
+	if _, p.body, _, err = insertFields(db, &outboxBody{}); err != nil { // its key is the message's id
 		return nil, err
 	}
-	if p.log, err = cols(&LogEntry{}, false); err != nil {
+	if _, p.log, _, err = insertFields(db, &LogEntry{}); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -114,12 +98,9 @@ func (p *pgInserts) write(ctx context.Context, db *store.DB, rows []*OutboxMessa
 				b.WriteString(", ")
 			}
 			b.WriteString("?")
-			v, zero := f.ValueOf(ctx, rv)
-			if zero && (f.AutoCreateTime != 0 || f.AutoUpdateTime != 0) && f.FieldType == timeType {
-				if err := f.Set(ctx, rv, now); err != nil {
-					return err
-				}
-				v = now
+			v, err := insertValue(ctx, f, rv, now)
+			if err != nil {
+				return err
 			}
 			args = append(args, v)
 		}
@@ -188,14 +169,14 @@ func (p *pgInserts) outcomes(ctx context.Context, db *store.DB, batch []outcome,
 			if j > 0 {
 				b.WriteString(", ")
 			}
-			v, zero := f.ValueOf(ctx, rv)
-			if zero && f.AutoCreateTime != 0 && f.FieldType == timeType {
-				v = now
-			}
 			if f.DBName == "reply" {
 				b.WriteString("CASE WHEN EXISTS (SELECT 1 FROM upd WHERE upd.id = ?) THEN ? ELSE ? END")
 				args = append(args, e.OutboxID, e.Reply, leaseLostReply+e.Reply)
 				continue
+			}
+			v, err := insertValue(ctx, f, rv, now)
+			if err != nil {
+				return err
 			}
 			b.WriteString("?")
 			args = append(args, v)

@@ -83,49 +83,67 @@ type rowInserter struct {
 }
 
 func newRowInserter(ctx context.Context, db *store.DB, model any) (*rowInserter, error) {
-	st := &gorm.Statement{DB: db.Gorm}
-	if err := st.Parse(model); err != nil {
-		return nil, fmt.Errorf("parse %T: %w", model, err)
+	table, fields, id, err := insertFields(db.Gorm, model)
+	if err != nil {
+		return nil, err
 	}
-	ri := &rowInserter{}
-	var cols, marks []string
+	ri := &rowInserter{fields: fields, id: id}
+	cols, marks := make([]string, len(fields)), make([]string, len(fields))
+	for i, f := range fields {
+		cols[i], marks[i] = f.DBName, "?"
+	}
+	q := "INSERT INTO " + table + " (" + strings.Join(cols, ", ") + ") VALUES (" + strings.Join(marks, ", ") + ")"
+	if ri.stmt, err = db.Prepare(ctx, q); err != nil {
+		return nil, fmt.Errorf("prepare insert into %s: %w", table, err)
+	}
+	return ri, nil
+}
+
+// insertFields returns model's table, the columns gorm would insert for it
+// except an autoincrement primary key, and that key (nil if none).
+func insertFields(db *gorm.DB, model any) (table string, fields []*schema.Field, id *schema.Field, err error) {
+	st := &gorm.Statement{DB: db}
+	if err := st.Parse(model); err != nil {
+		return "", nil, nil, fmt.Errorf("parse %T: %w", model, err)
+	}
 	for _, f := range st.Schema.Fields {
 		if f.DBName == "" || !f.Creatable {
 			continue
 		}
 		if f.PrimaryKey && f.AutoIncrement {
-			ri.id = f
+			id = f
 			continue
 		}
-		ri.fields = append(ri.fields, f)
-		cols, marks = append(cols, f.DBName), append(marks, "?")
+		fields = append(fields, f)
 	}
-	q := "INSERT INTO " + st.Schema.Table + " (" + strings.Join(cols, ", ") + ") VALUES (" + strings.Join(marks, ", ") + ")"
-	var err error
-	if ri.stmt, err = db.Prepare(ctx, q); err != nil {
-		return nil, fmt.Errorf("prepare insert into %s: %w", st.Schema.Table, err)
-	}
-	return ri, nil
+	return st.Schema.Table, fields, id, nil
 }
 
 var timeType = reflect.TypeFor[time.Time]()
+
+// insertValue returns f's value in rv, the row being inserted; like gorm,
+// a zero created or updated time is first set to now.
+func insertValue(ctx context.Context, f *schema.Field, rv reflect.Value, now time.Time) (any, error) {
+	v, zero := f.ValueOf(ctx, rv)
+	if zero && (f.AutoCreateTime != 0 || f.AutoUpdateTime != 0) && f.FieldType == timeType {
+		if err := f.Set(ctx, rv, now); err != nil {
+			return nil, err
+		}
+		v = now
+	}
+	return v, nil
+}
 
 // insert inserts row, a pointer to the model, inside tx.
 func (ri *rowInserter) insert(tx *gorm.DB, row any) error {
 	ctx := tx.Statement.Context
 	rv := reflect.ValueOf(row).Elem()
 	args := make([]any, len(ri.fields))
-	var now time.Time
+	now := tx.NowFunc()
 	for i, f := range ri.fields {
-		v, zero := f.ValueOf(ctx, rv)
-		if zero && (f.AutoCreateTime != 0 || f.AutoUpdateTime != 0) && f.FieldType == timeType {
-			if now.IsZero() {
-				now = time.Now()
-			}
-			if err := f.Set(ctx, rv, now); err != nil {
-				return err
-			}
-			v = now
+		v, err := insertValue(ctx, f, rv, now)
+		if err != nil {
+			return err
 		}
 		args[i] = v
 	}
